@@ -1,0 +1,1 @@
+"""perfdb: measured GPU kernel latencies with honest interpolation and roofline fallback."""

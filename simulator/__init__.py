@@ -1,0 +1,1 @@
+"""simulator: analytical serving model and discrete-event serving engine."""

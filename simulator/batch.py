@@ -1,0 +1,64 @@
+"""The contract between the step-time model and the serving engine.
+
+One engine step runs a batch that mixes prefill chunks and decode tokens. The engine
+describes it as a :class:`BatchShape`; any :class:`StepCostModel` prices it. The analytical
+model (``simulator.step_time``) is the production implementation; the engine depends only on
+this protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BatchShape:
+    """The work of one engine step.
+
+    Parameters
+    ----------
+    prefill_new_tokens : array of int
+        For each request prefilling in this step, the number of new prompt tokens computed
+        (a chunk when chunked prefill splits a prompt).
+    prefill_context_tokens : array of int
+        For each prefilling request, the tokens already in its KV cache before this chunk
+        (earlier chunks plus prefix-cache hits). Same length as ``prefill_new_tokens``.
+    decode_context_tokens : array of int
+        For each decoding request (one new token each), its KV length including the new token.
+    cuda_graph_batch : int or None
+        Decode batch size padded to a captured CUDA-graph size, or ``None`` when the step runs
+        eagerly (mixed prefill steps, graphs disabled, or batch above the largest capture).
+    """
+
+    prefill_new_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    prefill_context_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    decode_context_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    cuda_graph_batch: int | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.prefill_new_tokens) != len(self.prefill_context_tokens):
+            raise ValueError(
+                "prefill_new_tokens and prefill_context_tokens must have the same length, got "
+                f"{len(self.prefill_new_tokens)} and {len(self.prefill_context_tokens)}"
+            )
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens computed in this step (prefill chunks plus one per decode)."""
+        return int(np.sum(self.prefill_new_tokens)) + len(self.decode_context_tokens)
+
+    @property
+    def num_seqs(self) -> int:
+        return len(self.prefill_new_tokens) + len(self.decode_context_tokens)
+
+
+@runtime_checkable
+class StepCostModel(Protocol):
+    """Prices one engine step of a fixed deployment (model, system, parallelism, dtype)."""
+
+    def step_time_ms(self, batch: BatchShape) -> float:
+        """Wall time of one forward step for ``batch``, in milliseconds (always finite, > 0)."""
+        ...
