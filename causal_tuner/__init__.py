@@ -2,4 +2,10 @@
 
 __version__ = "0.1.0"
 
-from causal_tuner.sem import LinearGaussianSEM, random_er_sem, random_parallel_sem  # noqa: E402
+from causal_tuner.sem import LinearGaussianSEM, random_er_sem, random_parallel_sem
+
+__all__ = [
+    "LinearGaussianSEM",
+    "random_er_sem",
+    "random_parallel_sem",
+]
