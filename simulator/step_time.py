@@ -1,0 +1,398 @@
+"""Price one engine step of a deployment from measured kernel latencies.
+
+:class:`AnalyticalStepModel` implements the :class:`~simulator.batch.StepCostModel` contract.
+A step's cost is the sum of its primitives (:mod:`simulator.ops`) priced by a perfdb database,
+plus the engine's per-step CPU overhead, plus kernel-launch gaps when the step runs eagerly.
+
+Speed: the serving engine calls :meth:`AnalyticalStepModel.step_time_ms` once per step, so
+nothing per call touches pandas or builds op objects. Costs are tabulated lazily on fixed
+geometric grids and interpolated: token-count-dependent work (GEMMs, MoE, collectives,
+element-wise) on a grid of token counts, decode attention on (batch size, mean KV length), and
+prefill attention on (new tokens, cached tokens). Grid points are priced the first time a query
+falls next to them and then memoised.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from simulator.batch import BatchShape
+from simulator.memory import DEFAULT_CUDA_GRAPH_SIZES, MemoryBreakdown, memory_breakdown
+from simulator.models import ModelSpec, Precision, load_model
+from simulator.ops import OpCall, attention_ops, decompose_step, token_ops
+from simulator.parallel import ParallelConfig
+
+BACKENDS = ("vllm", "sglang", "trtllm")
+
+
+@dataclass(frozen=True)
+class EngineOverhead:
+    """Engine costs outside the GPU kernels.
+
+    Parameters
+    ----------
+    step_ms : float
+        CPU time per step that the GPU waits for (scheduling, input preparation, sampling,
+        output processing) beyond what overlaps with the previous step.
+    eager_kernel_us : float
+        Launch gap per kernel when a step runs without CUDA graphs.
+    """
+
+    step_ms: float = 0.0
+    eager_kernel_us: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.step_ms < 0 or self.eager_kernel_us < 0:
+            raise ValueError(f"EngineOverhead values must be >= 0, got {self}")
+
+
+#: Per-backend engine overhead. ``step_ms`` is fitted by ``benchmarks/fidelity.py --calibrate``
+#: on the calibration half of silicon_dev.csv (ids whose SHA-1 is even); see RESULTS.md for the
+#: fit and its held-out error. ``eager_kernel_us`` is a documented assumption (PyTorch eager
+#: launch rate on a modern host CPU, ~4 us per kernel).
+DEFAULT_OVERHEAD: dict[str, EngineOverhead] = {
+    "vllm": EngineOverhead(step_ms=0.0),
+    "sglang": EngineOverhead(step_ms=0.0),
+    "trtllm": EngineOverhead(step_ms=0.0),
+}
+
+
+def _geometric_grid(limit: int, ratio: float, exact_below: int = 16) -> np.ndarray:
+    """Integers 1..exact_below, then a geometric progression up to at least ``limit``."""
+    pts = list(range(1, exact_below + 1))
+    x = float(exact_below)
+    while pts[-1] < limit:
+        x *= ratio
+        pts.append(max(pts[-1] + 1, round(x)))
+    return np.asarray(pts, dtype=np.int64)
+
+
+TOKEN_GRID = _geometric_grid(1 << 20, 1.08)
+KV_GRID = np.concatenate([[0], _geometric_grid(1 << 21, 1.15, exact_below=8)])
+# plain lists: bisect on a list is several times faster than np.searchsorted on a scalar
+_TOKEN_LIST = [int(x) for x in TOKEN_GRID]
+_KV_LIST = [int(x) for x in KV_GRID]
+_GRIDS = {id(TOKEN_GRID): _TOKEN_LIST, id(KV_GRID): _KV_LIST}
+
+
+@lru_cache(maxsize=16)
+def _load_db(system: str, backend: str, version: str | None) -> Any:
+    import perfdb
+
+    return perfdb.load_system(system, backend=backend, version=version)
+
+
+def _bracket(grid: np.ndarray, x: float) -> tuple[int, int, float]:
+    """Indices of the grid points around ``x`` and the interpolation weight of the upper one."""
+    points = _GRIDS[id(grid)]
+    hi = bisect.bisect_left(points, x)
+    if hi <= 0:
+        return 0, 0, 0.0
+    if hi >= len(points):
+        raise ValueError(f"{x} is beyond the largest tabulated size {points[-1]}")
+    grid = points
+    lo = hi - 1
+    g_lo, g_hi = grid[lo], grid[hi]
+    if x == g_hi:
+        return hi, hi, 0.0
+    return lo, hi, float((x - g_lo) / (g_hi - g_lo))
+
+
+class AnalyticalStepModel:
+    """Step-time model of one deployment (model, system, parallel layout, precision, backend).
+
+    Parameters
+    ----------
+    model : ModelSpec
+        The architecture.
+    parallel : ParallelConfig
+        Parallel layout of one worker (validated against the model).
+    precision : Precision
+        Numeric formats.
+    db : perfdb database
+        Anything with ``spec`` (a ``perfdb.HardwareSpec``) and ``latency(op) -> (ms, source)``.
+    backend : str
+        ``"vllm"``, ``"sglang"`` or ``"trtllm"`` (selects the engine overhead).
+    overhead : EngineOverhead or None
+        Overrides the backend's calibrated overhead.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from simulator.batch import BatchShape
+    >>> m = AnalyticalStepModel.from_names(model="meta-llama/Llama-3.1-8B", system="h100_sxm")
+    >>> decode = BatchShape(decode_context_tokens=np.full(32, 1024), cuda_graph_batch=32)
+    >>> 5 < m.step_time_ms(decode) < 40
+    True
+    """
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        parallel: ParallelConfig,
+        precision: Precision,
+        db: Any,
+        *,
+        backend: str = "vllm",
+        overhead: EngineOverhead | None = None,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        parallel.validate(model)
+        spec = db.spec
+        if "fp4" in (precision.gemm, precision.moe) and getattr(spec, "sm_version", 0) < 100:
+            raise ValueError(
+                f"fp4 precision needs a Blackwell GPU (sm_version >= 100); {spec.name} has "
+                f"sm_version {spec.sm_version}"
+            )
+        if parallel.tp * parallel.attention_dp > spec.gpus_per_node:
+            raise ValueError(
+                f"tp*attention_dp={parallel.tp * parallel.attention_dp} exceeds the "
+                f"{spec.gpus_per_node} GPUs of one {spec.name} node (collectives are modelled "
+                "over NVLink only)"
+            )
+        self.model = model
+        self.parallel = parallel
+        self.precision = precision
+        self.db = db
+        self.spec = spec
+        self.backend = backend
+        self.overhead = overhead if overhead is not None else DEFAULT_OVERHEAD[backend]
+        self._op_ms: dict[Any, float] = {}
+        self._token_ms: dict[int, float] = {}
+        self._kernels_per_step = 0.0
+        self._lm_ms: dict[int, float] = {}
+        self._decode_ms: dict[tuple[int, int], float] = {}
+        self._prefill_ms: dict[tuple[int, int], float] = {}
+        self._sources: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_names(
+        cls,
+        model: str = "meta-llama/Llama-3.1-8B",
+        system: str = "h100_sxm",
+        *,
+        tp: int = 1,
+        pp: int = 1,
+        ep: int = 1,
+        attention_dp: int = 1,
+        dtype: str = "bf16",
+        kv_cache_dtype: str | None = None,
+        backend: str = "vllm",
+        version: str | None = None,
+        overhead: EngineOverhead | None = None,
+    ) -> AnalyticalStepModel:
+        """Build from names: a bundled model id or config path, a perfdb system, a layout.
+
+        ``ep`` is the expert-parallel width of MoE layers (``moe_tp = tp * attention_dp / ep``).
+        ``dtype`` is a precision name (:meth:`Precision.from_name`); ``kv_cache_dtype``
+        overrides its KV format.
+        """
+        spec = load_model(model)
+        parallel = ParallelConfig(tp=tp, pp=pp, attention_dp=attention_dp, moe_ep=ep)
+        precision = Precision.from_name(dtype)
+        if kv_cache_dtype is not None:
+            precision = Precision(precision.gemm, precision.moe, kv_cache_dtype)
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        db = _load_db(system, backend, version)
+        return cls(spec, parallel, precision, db, backend=backend, overhead=overhead)
+
+    # ------------------------------------------------------------------ pricing primitives
+    def _price(self, op: Any) -> float:
+        ms = self._op_ms.get(op)
+        if ms is None:
+            ms, source = self.db.latency(op)
+            ms = float(ms)
+            if not math.isfinite(ms) or ms < 0:
+                raise ValueError(f"perfdb returned latency {ms} for {op}")
+            self._op_ms[op] = ms
+            key = str(source).split(":")[0]
+            self._sources[key] = self._sources.get(key, 0) + 1
+        return ms
+
+    def _price_calls(self, calls: list[OpCall], *, skip: frozenset[str] = frozenset()) -> float:
+        return sum(c.count * self._price(c.op) for c in calls if c.name not in skip)
+
+    def _token_point(self, tokens: int) -> float:
+        ms = self._token_ms.get(tokens)
+        if ms is None:
+            calls = token_ops(self.model, self.parallel, self.precision, tokens, 1)
+            ms = self._price_calls(calls, skip=frozenset({"lm_head"}))
+            self._token_ms[tokens] = ms
+            if not self._kernels_per_step:
+                self._kernels_per_step = sum(c.count for c in calls)
+        return ms
+
+    def token_time_ms(self, num_tokens: float) -> float:
+        """Token-count-dependent work of one pipeline stage (no attention, no LM head)."""
+        lo, hi, w = _bracket(TOKEN_GRID, num_tokens)
+        a = self._token_point(int(TOKEN_GRID[lo]))
+        return a if w == 0.0 else a + w * (self._token_point(int(TOKEN_GRID[hi])) - a)
+
+    def _lm_point(self, rows: int) -> float:
+        ms = self._lm_ms.get(rows)
+        if ms is None:
+            calls = token_ops(self.model, self.parallel, self.precision, 1, rows)
+            ms = sum(c.count * self._price(c.op) for c in calls if c.name == "lm_head")
+            self._lm_ms[rows] = ms
+        return ms
+
+    def lm_head_time_ms(self, rows: float) -> float:
+        lo, hi, w = _bracket(TOKEN_GRID, max(rows, 1))
+        a = self._lm_point(int(TOKEN_GRID[lo]))
+        return a if w == 0.0 else a + w * (self._lm_point(int(TOKEN_GRID[hi])) - a)
+
+    def _decode_point(self, batch: int, kv: int) -> float:
+        key = (batch, kv)
+        ms = self._decode_ms.get(key)
+        if ms is None:
+            shape = BatchShape(decode_context_tokens=np.full(batch, max(kv, 1), dtype=np.int64))
+            ms = self._price_calls(attention_ops(self.model, self.parallel, self.precision, shape))
+            self._decode_ms[key] = ms
+        return ms
+
+    def decode_attention_ms(self, batch_size: float, mean_kv_tokens: float) -> float:
+        """Decode attention of one stage for ``batch_size`` sequences at a mean KV length."""
+        if batch_size <= 0:
+            return 0.0
+        b0, b1, wb = _bracket(TOKEN_GRID, batch_size)
+        k0, k1, wk = _bracket(KV_GRID, max(mean_kv_tokens, 1.0))
+        gb, gk = TOKEN_GRID, KV_GRID
+        f00 = self._decode_point(int(gb[b0]), int(gk[k0]))
+        f01 = f00 if wk == 0.0 else self._decode_point(int(gb[b0]), int(gk[k1]))
+        low = f00 + wk * (f01 - f00)
+        if wb == 0.0:
+            return low
+        f10 = self._decode_point(int(gb[b1]), int(gk[k0]))
+        f11 = f10 if wk == 0.0 else self._decode_point(int(gb[b1]), int(gk[k1]))
+        return low + wb * (f10 + wk * (f11 - f10) - low)
+
+    def _prefill_point(self, new: int, ctx: int) -> float:
+        key = (new, ctx)
+        ms = self._prefill_ms.get(key)
+        if ms is None:
+            shape = BatchShape(
+                prefill_new_tokens=np.array([new], dtype=np.int64),
+                prefill_context_tokens=np.array([ctx], dtype=np.int64),
+            )
+            ms = self._price_calls(attention_ops(self.model, self.parallel, self.precision, shape))
+            self._prefill_ms[key] = ms
+        return ms
+
+    def prefill_attention_ms(self, new_tokens: float, context_tokens: float = 0.0) -> float:
+        """Prefill attention of one stage for one sequence's chunk."""
+        if new_tokens <= 0:
+            return 0.0
+        n0, n1, wn = _bracket(TOKEN_GRID, new_tokens)
+        c0, c1, wc = _bracket(KV_GRID, context_tokens)
+        gn, gc = TOKEN_GRID, KV_GRID
+        f00 = self._prefill_point(int(gn[n0]), int(gc[c0]))
+        f01 = f00 if wc == 0.0 else self._prefill_point(int(gn[n0]), int(gc[c1]))
+        low = f00 + wc * (f01 - f00)
+        if wn == 0.0:
+            return low
+        f10 = self._prefill_point(int(gn[n1]), int(gc[c0]))
+        f11 = f10 if wc == 0.0 else self._prefill_point(int(gn[n1]), int(gc[c1]))
+        return low + wn * (f10 + wc * (f11 - f10) - low)
+
+    # ------------------------------------------------------------------ the contract
+    def stage_time_ms(self, batch: BatchShape) -> float:
+        """GPU time of one pipeline stage for ``batch`` (kernels only, no engine overhead)."""
+        dec = batch.decode_context_tokens
+        n_dec = len(dec)
+        new = batch.prefill_new_tokens
+        tokens = int(new.sum()) + n_dec if len(new) else n_dec
+        if tokens < 1:
+            raise ValueError("a step must compute at least one token")
+        padded = batch.cuda_graph_batch
+        if padded is not None and len(new) == 0 and padded >= n_dec:
+            tokens = padded
+        ms = self.token_time_ms(tokens)
+        sampled = n_dec + len(new)
+        ms += self.lm_head_time_ms(sampled)
+        if n_dec:
+            ms += self.decode_attention_ms(n_dec, float(dec.sum()) / n_dec)
+        ctx = batch.prefill_context_tokens
+        for i in range(len(new)):
+            ms += self.prefill_attention_ms(float(new[i]), float(ctx[i]))
+        return ms
+
+    def step_time_ms(self, batch: BatchShape) -> float:
+        """Wall time of one step: all pipeline stages in sequence, plus engine overhead and,
+        without a CUDA graph, kernel-launch gaps."""
+        ms = self.stage_time_ms(batch) * self.parallel.pp
+        ms += self.overhead.step_ms
+        if batch.cuda_graph_batch is None:
+            self.token_time_ms(1)  # ensures the kernel count is known
+            ms += self._kernels_per_step * self.parallel.pp * self.overhead.eager_kernel_us / 1e3
+        return ms
+
+    # ------------------------------------------------------------------ helpers
+    def decode_step_ms(
+        self,
+        batch_size: int,
+        mean_kv_tokens: float,
+        *,
+        cuda_graphs: bool = True,
+        capture_sizes: tuple[int, ...] = DEFAULT_CUDA_GRAPH_SIZES,
+    ) -> float:
+        """A decode-only step of ``batch_size`` sequences at a mean KV length (fast path)."""
+        padded = None
+        if cuda_graphs and capture_sizes and batch_size <= max(capture_sizes):
+            padded = int(min(s for s in capture_sizes if s >= batch_size))
+        tokens = padded or batch_size
+        ms = (
+            self.token_time_ms(tokens)
+            + self.lm_head_time_ms(batch_size)
+            + self.decode_attention_ms(batch_size, mean_kv_tokens)
+        )
+        ms = ms * self.parallel.pp + self.overhead.step_ms
+        if padded is None:
+            self.token_time_ms(1)
+            ms += self._kernels_per_step * self.parallel.pp * self.overhead.eager_kernel_us / 1e3
+        return ms
+
+    def breakdown_ms(self, batch: BatchShape) -> dict[str, float]:
+        """Exact (un-interpolated) per-role cost of one stage: op name -> ms."""
+        out: dict[str, float] = {}
+        for call in decompose_step(self.model, self.parallel, self.precision, batch):
+            out[call.name] = out.get(call.name, 0.0) + call.count * self._price(call.op)
+        return out
+
+    @property
+    def source_counts(self) -> dict[str, int]:
+        """How many distinct priced shapes came from each perfdb source kind."""
+        return dict(self._sources)
+
+    def memory(
+        self,
+        gpu_memory_utilization: float = 0.9,
+        *,
+        max_num_batched_tokens: int = 8192,
+        max_num_seqs: int = 256,
+        cuda_graph_sizes: tuple[int, ...] | None = DEFAULT_CUDA_GRAPH_SIZES,
+        block_size: int = 16,
+    ) -> MemoryBreakdown:
+        """Per-GPU memory and KV capacity (tokens and blocks per attention-DP rank).
+
+        See :func:`simulator.memory.memory_breakdown`; ``cuda_graph_sizes=None`` means eager.
+        """
+        return memory_breakdown(
+            self.model,
+            self.parallel,
+            self.precision,
+            capacity_bytes=float(self.spec.mem_capacity_bytes),
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_num_batched_tokens=max_num_batched_tokens,
+            max_num_seqs=max_num_seqs,
+            cuda_graph_sizes=cuda_graph_sizes,
+            block_size=block_size,
+        )
