@@ -1,0 +1,391 @@
+"""BA-UCB: backdoor-adjustment UCB over an unknown Gaussian linear DAG (our derivation).
+
+Follows ``DESIGN.md`` ("BA-UCB as we implement it"). For every intervenable node ``j`` and arm
+``a = do(X_j = v)``:
+
+1. **Candidate adjustment sets** ``Z_j`` come from the current structure estimate: a CPDAG
+   learned by PC from all rows (observational and experimental, with tiers as background
+   knowledge), refined by descendants detected in the experiments (a node whose mean moves
+   between ``do(X_j = -1)`` and ``do(X_j = +1)`` is a descendant of ``j``), and turned into
+   backdoor sets by :func:`causal_tuner.backdoor.adjustment_sets`. Several candidates are kept
+   where the CPDAG is ambiguous; their estimates are averaged with the between-set spread added
+   to the variance (equal-weight model averaging).
+2. **Observational estimate.** ``theta_j`` is the OLS coefficient of ``X_j`` in ``Y ~ 1 + X_j +
+   Z_j`` over the *valid* rows: the prior sample plus every experimental row ``do(X_a)`` with
+   ``a != j`` and ``a`` not on a possible directed path ``j ~> a ~> Y`` (an undirected CPDAG edge
+   counts as a possible path both ways: we err towards exclusion). Pooling such rows keeps
+   ``theta_j`` consistent (``X_j``'s own mechanism is the same in all of them), but it would bias
+   an intercept, so the level comes from the prior observational rows only:
+   ``mu_o = mean(Y) + theta_j (v - mean(X_j))`` with variance
+   ``Var(Y - theta_j X_j) / n_obs + (v - mean X_j)^2 Var(theta_j)``.
+3. **Experimental estimate** from the arm's own pulls: the mean reward, variance
+   ``sigma^2 / n_a`` with ``sigma^2`` pooled over arms.
+4. **Combination** by inverse variance with the bias guard of :func:`~causal_tuner.estimators.combine`
+   (vectorized here).
+5. **Index** ``U(a) = mu(a) + c * sqrt(V(a) * log t)``; play the argmax.
+
+Everything is kept as Gram-matrix sufficient statistics per *regime* (the node intervened on,
+or none), so an update is ``O(J p^2)`` and a decision is one batched small solve for all
+``(node, adjustment set)`` pairs, whatever the number of rows. Structure is re-learned when the
+number of rows has grown by a fraction ``rediscover_growth`` since the last discovery (and by at
+least ``rediscover_min_rows``), i.e. a logarithmic number of times.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+
+from causal_tuner.estimators import batched_gram_ols
+from causal_tuner.policies.base import BanditContext, Policy, SeedLike, register
+
+__all__ = ["BAUCB", "OracleBAUCB"]
+
+
+def _reach(adjacency: np.ndarray) -> np.ndarray:
+    """Boolean reachability (paths of length >= 1) of a directed adjacency matrix."""
+    p = adjacency.shape[0]
+    reach = adjacency.astype(bool)
+    # Repeated squaring: after k steps paths of length <= 2^k are covered.
+    for _ in range(int(np.ceil(np.log2(max(p, 2)))) + 1):
+        nxt = reach | ((reach.astype(np.int64) @ reach.astype(np.int64)) > 0)
+        if np.array_equal(nxt, reach):
+            break
+        reach = nxt
+    return reach
+
+
+@register("ba-ucb")
+class BAUCB(Policy):
+    """BA-UCB with the graph learned online (PC + backdoor sets + experimental descendants).
+
+    Parameters
+    ----------
+    context : BanditContext
+        Arms, reward index, prior observational sample and tiers.
+    seed : int, Generator or None
+        Source of randomness (BA-UCB itself is deterministic given the data).
+    c : float
+        Exploration constant of the index (default ``sqrt(2)``, as UCB1).
+    alpha : float
+        Significance level of PC's Fisher-z tests.
+    guard_z : float
+        Bias-guard threshold in joint standard deviations.
+    descendant_z : float
+        |t| threshold for declaring a descendant from the experiments.
+    max_sets : int
+        Largest number of candidate adjustment sets kept per node.
+    rediscover_min_rows, rediscover_growth : int, float
+        Re-learn the structure once ``rows >= last + max(min_rows, growth * last)``.
+    max_cond_size : int, optional
+        Largest conditioning set PC tries (``None``: no limit).
+    """
+
+    #: Whether the structure is re-learned online (False: fixed, e.g. the true DAG).
+    learns_structure = True
+
+    def __init__(
+        self,
+        context: BanditContext,
+        *,
+        seed: SeedLike = None,
+        c: float = np.sqrt(2),
+        alpha: float = 0.05,
+        guard_z: float = 3.0,
+        descendant_z: float = 3.5,
+        max_sets: int = 8,
+        rediscover_min_rows: int = 50,
+        rediscover_growth: float = 0.25,
+        max_cond_size: int | None = None,
+    ) -> None:
+        super().__init__(context, seed=seed)
+        for name, value in (("c", c), ("guard_z", guard_z), ("descendant_z", descendant_z)):
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+        if int(max_sets) < 1:
+            raise ValueError(f"max_sets must be >= 1, got {max_sets!r}")
+        if int(rediscover_min_rows) < 1 or not rediscover_growth >= 0:
+            raise ValueError(
+                "rediscover_min_rows must be >= 1 and rediscover_growth >= 0, got "
+                f"{rediscover_min_rows!r}, {rediscover_growth!r}"
+            )
+        self.c = float(c)
+        self.alpha = float(alpha)
+        self.guard_z = float(guard_z)
+        self.descendant_z = float(descendant_z)
+        self.max_sets = int(max_sets)
+        self.rediscover_min_rows = int(rediscover_min_rows)
+        self.rediscover_growth = float(rediscover_growth)
+        self.max_cond_size = max_cond_size
+        self._init_state()
+
+    # ------------------------------------------------------------------ state
+    def _init_state(self) -> None:
+        ctx = self.context
+        p = ctx.n_nodes
+        self.p_ = p
+        self.nodes_ = np.array(ctx.arm_nodes, dtype=np.int64)
+        self.node_pos_ = {int(j): i for i, j in enumerate(self.nodes_)}
+        self.arm_node_pos_ = np.array([self.node_pos_[a.node] for a in ctx.arms], dtype=np.int64)
+        self.arm_values_ = np.array([a.value for a in ctx.arms])
+        d = p + 1  # z = [1, x]
+        self.dim_ = d
+        self.n_dummies_ = p  # padding columns so that every (node, set) solve has one shape
+        obs = np.column_stack([np.ones(len(ctx.obs_data)), ctx.obs_data])
+        # regime r = node intervened on; r = p: no intervention (the prior sample).
+        self.regime_grams_ = np.zeros((p + 1, d, d))
+        self.regime_grams_[p] = obs.T @ obs
+        self.n_obs_ = len(ctx.obs_data)
+        self.arm_obs_sums_ = np.zeros((len(ctx.arms), p))
+        self.arm_obs_sq_sums_ = np.zeros((len(ctx.arms), p))
+        self.n_rows_ = self.n_obs_
+        self.rows_at_discovery_ = self.n_obs_
+        self.n_discoveries_ = 0
+        self.detected_descendants_ = np.zeros((p, p), dtype=bool)
+        self._cache_t = -1
+        self._set_structure(*self._discover())
+
+    def _regime_statistics(self) -> dict[int, object]:
+        """Per-regime :class:`~causal_tuner.structure.SufficientStatistics` from the Gram sums."""
+        from causal_tuner.structure import SufficientStatistics
+
+        p = self.p_
+        out = {}
+        for r in range(p + 1):
+            g = self.regime_grams_[r]
+            n = round(g[0, 0])
+            if n < 1:
+                continue
+            stat = SufficientStatistics(p)
+            mean = g[0, 1:] / n
+            stat.n_ = n
+            stat.mean_ = mean
+            stat.comoment_ = g[1:, 1:] - n * np.outer(mean, mean)
+            out[-1 if r == p else r] = stat
+        return out
+
+    def _discover(self) -> tuple[list[list[tuple[int, ...]]], np.ndarray]:
+        """Return (candidate adjustment sets per arm node, possible-descendant matrix)."""
+        from causal_tuner.backdoor import adjustment_sets
+        from causal_tuner.structure import PC
+
+        ctx = self.context
+        p, y = self.p_, ctx.reward_index
+        self._detect_descendants()
+        self.n_discoveries_ += 1
+        tiers = None
+        if ctx.tiers is not None:
+            levels = sorted(set(ctx.tiers))
+            tiers = [[i for i in range(p) if ctx.tiers[i] == lv] for lv in levels]
+        statistics = self._regime_statistics()
+        if sum(s.n_ for s in statistics.values()) < 4:
+            adjacency = np.ones((p, p), dtype=int) - np.eye(p, dtype=int)
+            if tiers is not None:
+                tier = np.asarray(ctx.tiers)
+                adjacency[tier[:, None] > tier[None, :]] = 0
+        else:
+            forbidden = [
+                (int(k), int(j))
+                for j, k in zip(*np.nonzero(self.detected_descendants_), strict=True)
+            ]
+            pc = PC(
+                alpha=self.alpha, tiers=tiers, forbidden=forbidden, max_cond_size=self.max_cond_size
+            )
+            pc.fit_statistics(statistics, p)
+            adjacency = np.asarray(pc.adjacency_, dtype=int).copy()
+            self.detected_descendants_ |= np.asarray(pc.shifted_, dtype=bool)
+        # Known descendants orient undirected edges j - k into j -> k.
+        both = self.detected_descendants_ & (adjacency == 1) & (adjacency.T == 1)
+        adjacency[both.T] = 0
+        self.adjacency_ = adjacency
+        possible = _reach(adjacency) | self.detected_descendants_
+        sets: list[list[tuple[int, ...]]] = []
+        for j in self.nodes_:
+            try:
+                found = adjustment_sets(
+                    adjacency.astype(np.int8), int(j), y, max_sets=self.max_sets
+                )
+            except ValueError:
+                found = []
+            ok = [
+                tuple(sorted(int(z) for z in s))
+                for s in found
+                if not any(self.detected_descendants_[j, int(z)] for z in s)
+            ]
+            sets.append(sorted(set(ok)))
+        return sets, possible
+
+    def _detect_descendants(self) -> None:
+        """Mark k as a descendant of j when X_k's mean differs between j's extreme arms."""
+        values = self.arm_values_
+        for j in self.nodes_:
+            ids = np.flatnonzero(self.arm_node_pos_ == self.node_pos_[int(j)])
+            lo, hi = ids[np.argmin(values[ids])], ids[np.argmax(values[ids])]
+            n_lo, n_hi = self.counts_[lo], self.counts_[hi]
+            if lo == hi or n_lo < 3 or n_hi < 3:
+                continue
+            m_lo = self.arm_obs_sums_[lo] / n_lo
+            m_hi = self.arm_obs_sums_[hi] / n_hi
+            v_lo = (self.arm_obs_sq_sums_[lo] - n_lo * m_lo**2) / (n_lo - 1)
+            v_hi = (self.arm_obs_sq_sums_[hi] - n_hi * m_hi**2) / (n_hi - 1)
+            se = np.sqrt(np.maximum(v_lo / n_lo + v_hi / n_hi, 1e-12))
+            t_stat = np.abs(m_hi - m_lo) / se
+            found = t_stat > self.descendant_z
+            found[j] = False
+            self.detected_descendants_[j] |= found
+
+    def _set_structure(self, sets: list[list[tuple[int, ...]]], possible: np.ndarray) -> None:
+        p, y = self.p_, self.context.reward_index
+        self.adjustment_sets_ = sets
+        self.possible_descendants_ = possible
+        valid = np.ones((len(self.nodes_), p + 1), dtype=bool)
+        for pos, j in enumerate(self.nodes_):
+            on_path = possible[j] & (possible[:, y] | (np.arange(p) == y))
+            valid[pos, :p] = ~on_path
+            valid[pos, j] = False
+        self.valid_regimes_ = valid
+        d, k_dum = self.dim_, self.n_dummies_
+        grams = np.zeros((len(self.nodes_), d + k_dum, d + k_dum))
+        grams[:, :d, :d] = np.einsum("jr,rab->jab", valid.astype(float), self.regime_grams_)
+        grams[:, d:, d:] = np.eye(k_dum)
+        self.node_grams_ = grams
+        pair_node, pair_cols, pair_size = [], [], []
+        width = max((len(s) for ss in sets for s in ss), default=0)
+        for pos, j in enumerate(self.nodes_):
+            for s in sets[pos]:
+                cols = [0, 1 + int(j), *(1 + z for z in s)]
+                cols += [d + i for i in range(width - len(s))]
+                pair_node.append(pos)
+                pair_cols.append(cols)
+                pair_size.append(len(s))
+        self.pair_node_ = np.array(pair_node, dtype=np.int64)
+        self.pair_cols_ = np.array(pair_cols, dtype=np.int64).reshape(len(pair_node), 2 + width)
+        self.pair_size_ = np.array(pair_size, dtype=np.int64)
+        self.rows_at_discovery_ = self.n_rows_
+        self._cache_t = -1
+
+    # ------------------------------------------------------------------ updates
+    def _observe(self, idx: int, obs: np.ndarray) -> None:
+        node = self.context.arms[idx].node
+        z = np.concatenate([[1.0], obs])
+        zz = np.outer(z, z)
+        d = self.dim_
+        self.regime_grams_[node] += zz
+        mask = self.valid_regimes_[:, node]
+        self.node_grams_[mask, :d, :d] += zz
+        self.arm_obs_sums_[idx] += obs
+        self.arm_obs_sq_sums_[idx] += obs * obs
+        self.n_rows_ += 1
+        grown = self.n_rows_ - self.rows_at_discovery_
+        if self.learns_structure and grown >= max(
+            self.rediscover_min_rows, self.rediscover_growth * self.rows_at_discovery_
+        ):
+            self._set_structure(*self._discover())
+
+    # ------------------------------------------------------------------ estimates
+    def effect_estimates(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per arm node: backdoor estimate of ``theta_j`` and its variance (``inf``: none)."""
+        n_nodes = len(self.nodes_)
+        theta = np.zeros(n_nodes)
+        var = np.full(n_nodes, np.inf)
+        m = len(self.pair_node_)
+        if m == 0:
+            return theta, var
+        y_col = 1 + self.context.reward_index
+        grams = self.node_grams_[self.pair_node_]
+        k = 2 + self.pair_size_
+        coef, inv, sigma2, _ = batched_gram_ols(grams, self.pair_cols_, y_col, k)
+        pair_theta = coef[:, 1]
+        with np.errstate(all="ignore"):
+            pair_var = sigma2 * inv[:, 1, 1]
+        ok = grams[:, 0, 0] > k + 1
+        ok &= np.isfinite(pair_theta) & np.isfinite(pair_var) & (pair_var > 0)
+        nodes = self.pair_node_[ok]
+        counts = np.bincount(nodes, minlength=n_nodes)
+        has = counts > 0
+        mean = np.bincount(nodes, pair_theta[ok], minlength=n_nodes)
+        mean[has] /= counts[has]
+        spread = np.bincount(nodes, (pair_theta[ok] - mean[nodes]) ** 2, minlength=n_nodes)
+        within = np.bincount(nodes, pair_var[ok], minlength=n_nodes)
+        theta[has] = mean[has]
+        var[has] = (within[has] + spread[has]) / counts[has]
+        return theta, var
+
+    def arm_estimates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Combined mean and variance per arm, and whether the observational side was used."""
+        if self._cache_t == self.n_updates_:
+            return self._cache
+        ctx = self.context
+        k = len(ctx.arms)
+        obs_mean = np.zeros(k)
+        obs_var = np.full(k, np.inf)
+        if self.n_obs_ >= 3:
+            theta, theta_var = self.effect_estimates()
+            g = self.regime_grams_[self.p_]
+            n0 = g[0, 0]
+            means = g[0, 1:] / n0
+            cov = (g[1:, 1:] - n0 * np.outer(means, means)) / (n0 - 1)
+            y = ctx.reward_index
+            j = self.nodes_[self.arm_node_pos_]
+            th = theta[self.arm_node_pos_]
+            th_var = theta_var[self.arm_node_pos_]
+            resid_var = cov[y, y] - 2 * th * cov[j, y] + th**2 * cov[j, j]
+            gap = self.arm_values_ - means[j]
+            obs_mean = means[y] + th * gap
+            obs_var = np.maximum(resid_var, 0.0) / n0 + gap**2 * th_var
+            obs_mean = np.where(np.isfinite(obs_var), obs_mean, 0.0)
+        n = self.counts_
+        exp_ok = n > 0
+        exp_mean = np.where(exp_ok, self.reward_sums_ / np.maximum(n, 1), 0.0)
+        exp_var = np.where(exp_ok, self.pooled_noise_var() / np.maximum(n, 1), np.inf)
+        obs_ok = np.isfinite(obs_var) & (obs_var > 0)
+        conflict = (
+            obs_ok
+            & exp_ok
+            & (np.abs(obs_mean - exp_mean) > self.guard_z * np.sqrt(obs_var + exp_var))
+        )
+        obs_ok &= ~conflict
+        with np.errstate(divide="ignore"):
+            prec = np.where(obs_ok, 1.0 / obs_var, 0.0) + np.where(exp_ok, 1.0 / exp_var, 0.0)
+            weighted = np.where(obs_ok, obs_mean / obs_var, 0.0) + np.where(
+                exp_ok, exp_mean / exp_var, 0.0
+            )
+            var = np.where(prec > 0, 1.0 / np.maximum(prec, 1e-300), np.inf)
+        mean = np.where(prec > 0, weighted * var, 0.0)
+        self._cache = (mean, var, obs_ok)
+        self._cache_t = self.n_updates_
+        return self._cache
+
+    def _select(self, ids: np.ndarray) -> int:
+        mean, var, _ = self.arm_estimates()
+        mean, var = mean[ids], var[ids]
+        unknown = ~np.isfinite(var)
+        if unknown.any():
+            return int(ids[np.flatnonzero(unknown)[0]])
+        t = max(self.n_updates_ + 1, 2)
+        return int(ids[self._argmax(mean + self.c * np.sqrt(var * np.log(t)))])
+
+
+@register("oracle-ba-ucb")
+class OracleBAUCB(BAUCB):
+    """BA-UCB given the true DAG (``context.true_graph``): ``Z_j`` = true parents of ``j``.
+
+    The valid-row rule uses the true descendant relation; no structure learning.
+    """
+
+    learns_structure = False
+
+    def __init__(self, context: BanditContext, *, seed: SeedLike = None, **params) -> None:
+        if context.true_graph is None:
+            raise ValueError("oracle-ba-ucb needs context.true_graph (the true DAG)")
+        super().__init__(context, seed=seed, **params)
+
+    def _discover(self) -> tuple[list[list[tuple[int, ...]]], np.ndarray]:
+        graph = self.context.true_graph
+        p = self.p_
+        adjacency = nx.to_numpy_array(graph, nodelist=range(p), dtype=int)
+        self.adjacency_ = adjacency
+        sets = [[tuple(sorted(int(i) for i in graph.predecessors(int(j))))] for j in self.nodes_]
+        return sets, _reach(adjacency)
