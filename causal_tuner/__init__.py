@@ -2,10 +2,36 @@
 
 __version__ = "0.1.0"
 
+from causal_tuner.backdoor import (
+    AdjustmentResult,
+    adjustment_sets,
+    find_adjustment,
+    is_backdoor_set,
+)
 from causal_tuner.sem import LinearGaussianSEM, random_er_sem, random_parallel_sem
+from causal_tuner.structure import (
+    PC,
+    DSeparationOracle,
+    OnlinePC,
+    PartiallyDirectedGraph,
+    SufficientStatistics,
+    fisher_z_pvalue,
+    meek_closure,
+)
 
 __all__ = [
+    "PC",
+    "AdjustmentResult",
+    "DSeparationOracle",
     "LinearGaussianSEM",
+    "OnlinePC",
+    "PartiallyDirectedGraph",
+    "SufficientStatistics",
+    "adjustment_sets",
+    "find_adjustment",
+    "fisher_z_pvalue",
+    "is_backdoor_set",
+    "meek_closure",
     "random_er_sem",
     "random_parallel_sem",
 ]
