@@ -1,0 +1,92 @@
+"""Launch rendering: flags reflect the config; vLLM's own parser accepts them when available."""
+
+import os
+import shlex
+
+import pytest
+import yaml
+
+from simulator.analytical import BatchingConfig
+from simulator.launch import (
+    LaunchConfig,
+    check_vllm_args,
+    render_all,
+    sglang_args,
+    trtllm_options,
+    vllm_args,
+    vllm_available,
+)
+from simulator.parallel import ParallelConfig
+
+DENSE = LaunchConfig(
+    "Qwen/Qwen3-32B",
+    ParallelConfig(tp=4),
+    BatchingConfig(max_num_seqs=128, max_num_batched_tokens=4096, gpu_memory_utilization=0.85),
+    dtype="fp8",
+    kv_cache_dtype="fp8",
+)
+WIDE_EP = LaunchConfig(
+    "deepseek-ai/DeepSeek-R1",
+    ParallelConfig(tp=1, attention_dp=8, moe_ep=8),
+    BatchingConfig(max_num_seqs=64, cuda_graphs=False, chunked_prefill=False),
+    dtype="fp8",
+)
+
+
+def _flag(args, name):
+    return args[args.index(name) + 1]
+
+
+def test_vllm_flags():
+    args = vllm_args(DENSE)
+    assert args[0] == "Qwen/Qwen3-32B"
+    assert _flag(args, "--tensor-parallel-size") == "4"
+    assert _flag(args, "--max-num-seqs") == "128"
+    assert _flag(args, "--max-num-batched-tokens") == "4096"
+    assert _flag(args, "--kv-cache-dtype") == "fp8"
+    assert "--enforce-eager" not in args and "--enable-chunked-prefill" in args
+    wide = vllm_args(WIDE_EP)
+    assert _flag(wide, "--data-parallel-size") == "8" and "--enable-expert-parallel" in wide
+    assert "--enforce-eager" in wide and "--no-enable-chunked-prefill" in wide
+
+
+def test_sglang_counts_all_gpus_in_tp():
+    args = sglang_args(WIDE_EP)
+    assert _flag(args, "--tp-size") == "8" and _flag(args, "--dp-size") == "8"
+    assert "--enable-dp-attention" in args and "--disable-cuda-graph" in args
+    assert _flag(args, "--chunked-prefill-size") == "-1"
+
+
+def test_trtllm_yaml_round_trips():
+    opts = yaml.safe_load(render_all(WIDE_EP)["trtllm_yaml"])
+    assert opts == trtllm_options(WIDE_EP)
+    assert opts["enable_attention_dp"] is True and opts["moe_expert_parallel_size"] == 8
+    assert opts["cuda_graph_config"] is None
+    dense = trtllm_options(DENSE)
+    assert dense["kv_cache_config"]["dtype"] == "fp8"
+    assert dense["cuda_graph_config"]["max_batch_size"] == 512
+
+
+def test_commands_are_shell_safe():
+    cmds = render_all(DENSE)
+    assert shlex.split(cmds["vllm"])[:3] == ["vllm", "serve", "Qwen/Qwen3-32B"]
+    assert cmds["sglang"].startswith("python -m sglang.launch_server --model-path")
+
+
+def test_bad_launch_config():
+    with pytest.raises(ValueError, match="kv_cache_dtype"):
+        LaunchConfig("m", ParallelConfig(), BatchingConfig(), kv_cache_dtype="int2")
+
+
+VLLM_PYTHON = os.environ.get("VLLM_PYTHON")
+
+
+@pytest.mark.heavy
+@pytest.mark.skipif(
+    not (vllm_available() or (VLLM_PYTHON and os.path.exists(VLLM_PYTHON))),
+    reason="vLLM not importable (set VLLM_PYTHON to an interpreter that has it)",
+)
+def test_vllm_parser_accepts_rendered_args():
+    parsed = check_vllm_args(vllm_args(DENSE), python=VLLM_PYTHON)
+    assert parsed["tensor_parallel_size"] == 4 and parsed["max_num_seqs"] == 128
+    assert parsed["max_num_batched_tokens"] == 4096
