@@ -1,0 +1,634 @@
+"""Analytical serving estimates: static batch, aggregated continuous batching, disaggregated.
+
+Given a step-time model (:class:`~simulator.step_time.AnalyticalStepModel`), a workload and the
+engine's batching knobs, estimate TTFT, TPOT (mean and p90), request latency, output tokens/s
+per GPU and per user, the memory breakdown and whether an SLA holds.
+
+The aggregated and disaggregated modes model the **steady state** of a loaded server, which is
+where static-batch estimators go wrong:
+
+* Closed loop (``concurrency=N`` clients, each sending its next request when the previous one
+  finishes, the way benchmark harnesses run) or open loop (``request_rate``). In a closed loop
+  the arrival rate ``lam`` is solved from ``lam = N / cycle(lam)``; in an open loop it is given.
+* Prefills are a queue served by the engine: each takes ``S`` (its chunks at the mixed-step
+  time, decode tokens riding along when the backend mixes them), utilisation ``rho = lam * S``
+  (per replica), and a request waits ``Wq`` per Kingman's G/G/1 formula with deterministic
+  service and an arrival variability ``arrival_cv2`` (1 = Poisson; a closed loop of staggered
+  clients is more regular). ``TTFT = Wq + S + half a decode step`` (the request lands mid-step).
+* Decode advances one token per step; steps that carry a prefill chunk are longer, and with
+  non-mixing schedulers (SGLang's default) decodes stall during prefill steps. ``TPOT`` is the
+  time per decode step averaged over that mix; its p90 follows from the Poisson number of
+  prefills a request's decode phase overlaps.
+* Capacity: running requests are capped by ``max_num_seqs`` and by KV capacity; clients beyond
+  that wait in the engine's queue (Little's law).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from scipy import stats
+
+from simulator.memory import DEFAULT_CUDA_GRAPH_SIZES, MemoryBreakdown
+from simulator.step_time import AnalyticalStepModel
+
+#: Backends whose scheduler puts prefill chunks and decodes into the same step by default.
+MIXED_BATCHING_DEFAULT = {"vllm": True, "trtllm": True, "sglang": False}
+#: Default token budget per step (vLLM V1 serve: 8192; SGLang chunked_prefill_size 8192;
+#: TensorRT-LLM max_num_tokens 8192).
+DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Requests offered to the server.
+
+    Parameters
+    ----------
+    isl, osl : float
+        Mean input and output lengths in tokens.
+    concurrency : int or None
+        Closed loop: number of clients, each with one request in flight.
+    request_rate : float or None
+        Open loop: requests per second. Exactly one of ``concurrency`` and ``request_rate``.
+    isl_p90, osl_p90 : float or None
+        90th percentiles of the lengths (default: the means, i.e. fixed lengths).
+    """
+
+    isl: float
+    osl: float
+    concurrency: int | None = None
+    request_rate: float | None = None
+    isl_p90: float | None = None
+    osl_p90: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.isl >= 1 or not self.osl >= 1:
+            raise ValueError(f"isl and osl must be >= 1 token, got isl={self.isl}, osl={self.osl}")
+        if (self.concurrency is None) == (self.request_rate is None):
+            raise ValueError("give exactly one of concurrency (closed loop) and request_rate")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.request_rate is not None and not self.request_rate > 0:
+            raise ValueError(f"request_rate must be > 0 req/s, got {self.request_rate}")
+
+    @classmethod
+    def from_samples(
+        cls,
+        isl_tokens: np.ndarray,
+        osl_tokens: np.ndarray,
+        *,
+        concurrency: int | None = None,
+        request_rate: float | None = None,
+    ) -> Workload:
+        """Summarise length samples (e.g. a trace) by their means and 90th percentiles."""
+        isl_tokens = np.asarray(isl_tokens, dtype=float)
+        osl_tokens = np.asarray(osl_tokens, dtype=float)
+        if isl_tokens.size == 0 or osl_tokens.size == 0:
+            raise ValueError("isl_tokens and osl_tokens must be non-empty")
+        return cls(
+            isl=float(isl_tokens.mean()),
+            osl=float(osl_tokens.mean()),
+            concurrency=concurrency,
+            request_rate=request_rate,
+            isl_p90=float(np.percentile(isl_tokens, 90)),
+            osl_p90=float(np.percentile(osl_tokens, 90)),
+        )
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """The engine's batching knobs (vLLM names).
+
+    Parameters
+    ----------
+    max_num_seqs : int
+        Most requests running at once (per attention-DP replica).
+    max_num_batched_tokens : int
+        Token budget of one step.
+    chunked_prefill : bool
+        Split long prompts into ``max_num_batched_tokens`` chunks.
+    mixed_batching : bool or None
+        Whether prefill chunks share steps with decodes (``None``: the backend's default).
+    cuda_graphs : bool
+        Decode steps replay captured graphs (padded to capture sizes) instead of running eagerly.
+    gpu_memory_utilization : float
+        Memory fraction the engine may use.
+    """
+
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
+    chunked_prefill: bool = True
+    mixed_batching: bool | None = None
+    cuda_graphs: bool = True
+    gpu_memory_utilization: float = 0.9
+    capture_sizes: tuple[int, ...] = field(default=DEFAULT_CUDA_GRAPH_SIZES, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        if self.max_num_batched_tokens < 1:
+            raise ValueError(
+                f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}"
+            )
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(
+                f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
+            )
+
+
+@dataclass(frozen=True)
+class QueueModel:
+    """Calibrated queueing constants (see module notes).
+
+    Parameters
+    ----------
+    arrival_cv2 : float
+        Squared coefficient of variation of prefill arrivals in Kingman's formula.
+    """
+
+    arrival_cv2: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.arrival_cv2 < 0:
+            raise ValueError(f"arrival_cv2 must be >= 0, got {self.arrival_cv2}")
+
+
+#: Fitted by ``benchmarks/fidelity.py --calibrate`` on the calibration half of
+#: silicon_dev.csv (SHA-1 of the row id even); held-out error in benchmarks/RESULTS.md.
+DEFAULT_QUEUE = QueueModel(arrival_cv2=1.0)
+
+
+@dataclass(frozen=True)
+class ServingEstimate:
+    """Predicted steady-state behaviour of one configuration under one workload."""
+
+    mode: str
+    num_gpus: int
+    ttft_ms: float
+    ttft_p90_ms: float
+    tpot_ms: float
+    tpot_p90_ms: float
+    request_latency_ms: float
+    output_tok_s_per_gpu: float
+    output_tok_s_per_user: float
+    request_rate_per_s: float
+    running_requests: float
+    prefill_utilization: float
+    memory: MemoryBreakdown | None = None
+    details: dict = field(default_factory=dict)
+
+    def meets(self, ttft_ms: float | None = None, tpot_ms: float | None = None) -> bool:
+        """Whether the mean TTFT and TPOT meet the given limits (``None``: no limit)."""
+        ok = math.isfinite(self.ttft_ms) and math.isfinite(self.tpot_ms)
+        if ttft_ms is not None:
+            ok = ok and self.ttft_ms <= ttft_ms
+        if tpot_ms is not None:
+            ok = ok and self.tpot_ms <= tpot_ms
+        return ok
+
+    def as_row(self) -> dict:
+        row = {
+            "mode": self.mode,
+            "num_gpus": self.num_gpus,
+            "ttft_ms": self.ttft_ms,
+            "ttft_p90_ms": self.ttft_p90_ms,
+            "tpot_ms": self.tpot_ms,
+            "tpot_p90_ms": self.tpot_p90_ms,
+            "request_latency_ms": self.request_latency_ms,
+            "output_tok_s_per_gpu": self.output_tok_s_per_gpu,
+            "output_tok_s_per_user": self.output_tok_s_per_user,
+            "request_rate_per_s": self.request_rate_per_s,
+            "prefill_utilization": self.prefill_utilization,
+        }
+        if self.memory is not None:
+            row.update({f"mem_{k}": v for k, v in self.memory.as_dict().items()})
+        return row
+
+
+def _kingman_wait(rho: float, service_ms: float, arrival_cv2: float, servers: int = 1) -> float:
+    """Mean queueing delay of a G/D/c queue (Kingman / Sakasegawa approximation)."""
+    if rho >= 1:
+        return math.inf
+    if rho <= 0:
+        return 0.0
+    if servers == 1:
+        erlang = rho
+    else:  # Sakasegawa's approximation of P(wait) * c for an M/M/c queue
+        erlang = rho ** (math.sqrt(2 * (servers + 1)) - 1)
+    return erlang / (servers * (1 - rho)) * arrival_cv2 / 2 * service_ms
+
+
+def _wait_p90(wait_mean: float, rho: float) -> float:
+    """p90 of a waiting time that is 0 with probability 1-rho and exponential otherwise."""
+    if rho <= 0.1 or wait_mean <= 0:
+        return 0.0
+    if not math.isfinite(wait_mean):
+        return math.inf
+    return wait_mean / rho * math.log(10 * rho)
+
+
+def _chunks(tokens: float, budget: float) -> tuple[int, float]:
+    """Number of chunks and the size of the last one."""
+    n = max(1, math.ceil(tokens / budget))
+    return n, tokens - (n - 1) * budget
+
+
+def estimate_static(
+    model: AnalyticalStepModel, batch_size: int, isl: float, osl: float, *, cuda_graphs: bool = True
+) -> ServingEstimate:
+    """Static batching: ``batch_size`` requests prefilled together, then decoded together.
+
+    TTFT is the one prefill step of the whole batch; TPOT the mean decode step over the KV
+    lengths ``isl+1 .. isl+osl``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    from simulator.batch import BatchShape
+
+    prefill = BatchShape(
+        prefill_new_tokens=np.full(batch_size, int(isl), dtype=np.int64),
+        prefill_context_tokens=np.zeros(batch_size, dtype=np.int64),
+    )
+    ttft = model.step_time_ms(prefill)
+    kv_points = np.linspace(isl + 1, isl + osl, num=min(8, int(osl)))
+    steps = [model.decode_step_ms(batch_size, kv, cuda_graphs=cuda_graphs) for kv in kv_points]
+    tpot = float(np.mean(steps)) if osl > 1 else 0.0
+    latency = ttft + (osl - 1) * tpot
+    gpus = model.parallel.num_gpus
+    return ServingEstimate(
+        mode="static",
+        num_gpus=gpus,
+        ttft_ms=ttft,
+        ttft_p90_ms=ttft,
+        tpot_ms=tpot,
+        tpot_p90_ms=float(np.max(steps)) if osl > 1 else 0.0,
+        request_latency_ms=latency,
+        output_tok_s_per_gpu=batch_size * osl / (latency / 1e3) / gpus,
+        output_tok_s_per_user=1e3 / tpot if tpot > 0 else math.inf,
+        request_rate_per_s=batch_size / (latency / 1e3),
+        running_requests=batch_size,
+        prefill_utilization=float("nan"),
+    )
+
+
+@dataclass
+class _Replica:
+    """Steady-state quantities of one aggregated replica at a trial arrival rate."""
+
+    lam: float  # requests per ms
+    ttft: float
+    tpot: float
+    tpot_p90: float
+    ttft_p90: float
+    rho: float
+    service: float
+    decode_batch: float
+
+
+def _replica_at_rate(
+    model: AnalyticalStepModel,
+    lam: float,
+    running_cap: float,
+    isl: float,
+    osl: float,
+    isl_p90: float,
+    batching: BatchingConfig,
+    mixed: bool,
+    queue: QueueModel,
+    tpot_guess: float,
+) -> _Replica:
+    """Evaluate one replica at arrival rate ``lam`` (req/ms) given a TPOT guess."""
+    decode_phase = max(osl - 1, 0.0)
+    # requests in decode: Little's law on the decode phase, capped by the running limit
+    d = min(running_cap, lam * decode_phase * tpot_guess)
+    kv_mean = isl + osl / 2
+    graphs = batching.cuda_graphs
+    tau_d = (
+        model.decode_step_ms(
+            max(round(d), 1), kv_mean, cuda_graphs=graphs, capture_sizes=batching.capture_sizes
+        )
+        if d >= 0.5
+        else 0.0
+    )
+    budget = batching.max_num_batched_tokens
+    d_in_mixed = d if mixed else 0.0
+    chunk_budget = max(budget - d_in_mixed, 1.0) if batching.chunked_prefill else max(isl, 1.0)
+
+    def prefill_service(tokens: float) -> tuple[float, int]:
+        n, last = _chunks(tokens, chunk_budget)
+        total = 0.0
+        for i in range(n):
+            new = chunk_budget if i < n - 1 else last
+            ctx = i * chunk_budget
+            stage = (
+                model.token_time_ms(new + d_in_mixed)
+                + model.lm_head_time_ms(1 + d_in_mixed)
+                + model.prefill_attention_ms(new, ctx)
+            )
+            if d_in_mixed >= 0.5:
+                stage += model.decode_attention_ms(d_in_mixed, kv_mean)
+            step = stage * model.parallel.pp + model.overhead.step_ms
+            step += (
+                model._kernels_per_step * model.parallel.pp * model.overhead.eager_kernel_us / 1e3
+            )
+            total += step
+        return total, n
+
+    service, n_chunks = prefill_service(isl)
+    rho = lam * service
+    wait = _kingman_wait(rho, service, queue.arrival_cv2)
+    half_step = 0.5 * (tau_d if d >= 0.5 else 0.0)
+    ttft = wait + service + half_step
+    service_p90, _ = prefill_service(isl_p90) if isl_p90 != isl else (service, n_chunks)
+    ttft_p90 = _wait_p90(wait, rho) + service_p90 + half_step
+    if d < 0.5 or rho >= 1:
+        tpot = tau_d if rho < 1 else math.inf
+        tpot_p90 = tpot
+    else:
+        # time fractions: prefill steps take rho of the time; each advances decodes only if mixed
+        mixed_steps_per_ms = lam * n_chunks if mixed else 0.0
+        steps_per_ms = mixed_steps_per_ms + (1 - rho) / tau_d
+        tpot = 1.0 / steps_per_ms
+        # p90 over requests: prefills overlapping one request's decode phase ~ Poisson
+        k_mean = lam * decode_phase * tpot
+        k90 = float(stats.poisson.ppf(0.9, k_mean)) if k_mean > 0 else 0.0
+        per_prefill_ms = service - (n_chunks * tau_d if mixed else 0.0)
+        tpot_p90 = tau_d + max(per_prefill_ms, 0.0) * k90 / max(decode_phase, 1.0)
+        tpot_p90 = max(tpot_p90, tpot)
+    return _Replica(lam, ttft, tpot, tpot_p90, ttft_p90, rho, service, d)
+
+
+def estimate_aggregated(
+    model: AnalyticalStepModel,
+    workload: Workload,
+    batching: BatchingConfig | None = None,
+    *,
+    replicas: int = 1,
+    queue: QueueModel | None = None,
+) -> ServingEstimate:
+    """Aggregated continuous batching in steady state (see the module notes).
+
+    Parameters
+    ----------
+    model : AnalyticalStepModel
+        One worker's step model (its attention-DP ranks each hold a share of the load).
+    workload : Workload
+        Lengths and load (closed-loop concurrency or open-loop rate), for the whole deployment.
+    batching : BatchingConfig
+        Engine knobs.
+    replicas : int
+        Identical workers behind a load balancer sharing the load.
+    queue : QueueModel
+        Queueing constants (default: the calibrated ones).
+
+    Returns
+    -------
+    ServingEstimate
+        Infinite TTFT/TPOT when an open-loop rate exceeds capacity.
+
+    Raises
+    ------
+    ValueError
+        If the configuration does not fit in memory (the message gives the breakdown).
+    """
+    batching = batching or BatchingConfig()
+    queue = queue or DEFAULT_QUEUE
+    if replicas < 1:
+        raise ValueError(f"replicas must be >= 1, got {replicas}")
+    mixed = (
+        batching.mixed_batching
+        if batching.mixed_batching is not None
+        else MIXED_BATCHING_DEFAULT[model.backend]
+    )
+    mem = model.memory(
+        batching.gpu_memory_utilization,
+        max_num_batched_tokens=batching.max_num_batched_tokens,
+        max_num_seqs=batching.max_num_seqs,
+        cuda_graph_sizes=batching.capture_sizes if batching.cuda_graphs else None,
+    )
+    if not mem.feasible:
+        raise ValueError(
+            f"{model.model.name} with {model.parallel.label()} on {model.spec.name}: {mem.reason()}"
+        )
+    isl, osl = workload.isl, workload.osl
+    isl_p90 = workload.isl_p90 or isl
+    ranks = replicas * model.parallel.attention_dp
+    kv_cap_requests = mem.kv_capacity_tokens / (isl + osl)
+    running_cap = max(min(batching.max_num_seqs, kv_cap_requests), 1.0)
+
+    def solve(lam: float, tpot0: float) -> _Replica:
+        tpot = tpot0
+        rep = None
+        for _ in range(30):
+            rep = _replica_at_rate(
+                model, lam, running_cap, isl, osl, isl_p90, batching, mixed, queue, tpot
+            )
+            if not math.isfinite(rep.tpot) or abs(rep.tpot - tpot) <= 1e-4 * max(tpot, 1e-9):
+                break
+            tpot = 0.5 * (tpot + rep.tpot)
+        return rep
+
+    tpot_seed = model.decode_step_ms(1, isl + osl / 2, cuda_graphs=batching.cuda_graphs)
+    if workload.request_rate is not None:
+        lam = workload.request_rate / 1e3 / ranks
+        rep = solve(lam, tpot_seed)
+        queued_wait = 0.0
+    else:
+        clients = workload.concurrency / ranks
+        # closed loop: lam = clients / cycle(lam), with at most running_cap requests admitted
+        lo, hi = 0.0, None
+        rep = None
+        tpot_guess = tpot_seed
+        # upper bound: prefill server saturation
+        probe = _replica_at_rate(
+            model, 1e-9, running_cap, isl, osl, isl_p90, batching, mixed, queue, tpot_seed
+        )
+        hi = 1.0 / probe.service
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            rep = solve(mid, tpot_guess)
+            if math.isfinite(rep.tpot):
+                tpot_guess = rep.tpot
+            cycle = rep.ttft + max(osl - 1, 0) * rep.tpot
+            admitted = min(clients, running_cap)
+            if not math.isfinite(cycle) or mid * cycle > admitted:
+                hi = mid
+            else:
+                lo = mid
+            if hi - lo <= 1e-6 * hi:
+                break
+        rep = solve(lo, tpot_guess)
+        cycle = rep.ttft + max(osl - 1, 0) * rep.tpot
+        # clients beyond the running cap wait in the engine queue: Little's law on the loop
+        queued_wait = max(clients / rep.lam - cycle, 0.0) if rep.lam > 0 else 0.0
+        lam = rep.lam
+    ttft = rep.ttft + queued_wait
+    latency = ttft + max(osl - 1, 0) * rep.tpot
+    gpus = model.parallel.num_gpus * replicas
+    total_rate = lam * ranks * 1e3  # req/s
+    return ServingEstimate(
+        mode="agg",
+        num_gpus=gpus,
+        ttft_ms=ttft,
+        ttft_p90_ms=rep.ttft_p90 + queued_wait,
+        tpot_ms=rep.tpot,
+        tpot_p90_ms=rep.tpot_p90,
+        request_latency_ms=latency,
+        output_tok_s_per_gpu=total_rate * osl / gpus if math.isfinite(latency) else 0.0,
+        output_tok_s_per_user=1e3 / rep.tpot if rep.tpot > 0 else math.inf,
+        request_rate_per_s=total_rate,
+        running_requests=rep.lam * (rep.ttft + max(osl - 1, 0) * rep.tpot) * ranks,
+        prefill_utilization=rep.rho,
+        memory=mem,
+        details={"decode_batch_per_rank": rep.decode_batch, "mixed_batching": mixed},
+    )
+
+
+def kv_transfer_ms(model: AnalyticalStepModel, isl: float, *, same_node: bool = False) -> float:
+    """Time to move one request's KV cache from a prefill worker to a decode worker."""
+    m, p = model.model, model.parallel
+    from simulator.memory import kv_bytes_per_token
+
+    bytes_total = kv_bytes_per_token(m, replace(p, pp=1), model.precision) * isl
+    if not m.is_mla:
+        bytes_total *= p.tp  # every TP rank sends its heads' share, in parallel per GPU
+        bytes_total /= p.tp
+    bw = model.spec.nvlink_bw_bytes_s if same_node else model.spec.internode_bw_bytes_s
+    return model.spec.p2p_latency_s * 1e3 + bytes_total / bw * 1e3
+
+
+def estimate_disaggregated(
+    prefill: AnalyticalStepModel,
+    decode: AnalyticalStepModel,
+    workload: Workload,
+    *,
+    prefill_workers: int,
+    decode_workers: int,
+    decode_batching: BatchingConfig | None = None,
+    prefill_batching: BatchingConfig | None = None,
+    queue: QueueModel | None = None,
+) -> ServingEstimate:
+    """Disaggregated prefill/decode serving in steady state.
+
+    Prefill workers form a multi-server queue (each serves one request at a time; its TTFT
+    adds the KV transfer to a decode worker); decode workers run decode-only steps at the
+    batch size Little's law gives. Closed-loop arrival rate solved as in
+    :func:`estimate_aggregated`.
+    """
+    queue = queue or DEFAULT_QUEUE
+    decode_batching = decode_batching or BatchingConfig()
+    prefill_batching = prefill_batching or BatchingConfig(max_num_seqs=8)
+    if prefill_workers < 1 or decode_workers < 1:
+        raise ValueError("prefill_workers and decode_workers must be >= 1")
+    mems = {}
+    for role, m, b in (("prefill", prefill, prefill_batching), ("decode", decode, decode_batching)):
+        mem = m.memory(
+            b.gpu_memory_utilization,
+            max_num_batched_tokens=b.max_num_batched_tokens,
+            max_num_seqs=b.max_num_seqs,
+            cuda_graph_sizes=b.capture_sizes if b.cuda_graphs else None,
+        )
+        if not mem.feasible:
+            raise ValueError(f"{role} worker {m.parallel.label()}: {mem.reason()}")
+        mems[role] = mem
+    isl, osl = workload.isl, workload.osl
+    isl_p90 = workload.isl_p90 or isl
+    p_ranks = prefill_workers * prefill.parallel.attention_dp
+    d_ranks = decode_workers * decode.parallel.attention_dp
+    budget = prefill_batching.max_num_batched_tokens
+
+    def service(tokens: float) -> float:
+        n, last = _chunks(tokens, budget)
+        total = 0.0
+        for i in range(n):
+            new = budget if i < n - 1 else last
+            stage = (
+                prefill.token_time_ms(new)
+                + prefill.lm_head_time_ms(1)
+                + prefill.prefill_attention_ms(new, i * budget)
+            )
+            total += stage * prefill.parallel.pp + prefill.overhead.step_ms
+            total += (
+                prefill._kernels_per_step
+                * prefill.parallel.pp
+                * prefill.overhead.eager_kernel_us
+                / 1e3
+            )
+        return total
+
+    s_p = service(isl)
+    s_p90 = service(isl_p90) if isl_p90 != isl else s_p
+    transfer = kv_transfer_ms(prefill, isl)
+    kv_cap = mems["decode"].kv_capacity_tokens / (isl + osl)
+    decode_cap = max(min(decode_batching.max_num_seqs, kv_cap), 1.0)
+    kv_mean = isl + osl / 2
+
+    def at_rate(lam_total: float) -> tuple[float, float, float, float, float]:
+        lam_p = lam_total / p_ranks
+        rho = lam_p * s_p
+        wait = _kingman_wait(rho, s_p, queue.arrival_cv2)
+        ttft = wait + s_p + transfer
+        # decode batch per rank: Little's law with the decode phase's own step time
+        tpot = decode.decode_step_ms(1, kv_mean, cuda_graphs=decode_batching.cuda_graphs)
+        for _ in range(30):
+            d = min(decode_cap, lam_total / d_ranks * max(osl - 1, 0) * tpot)
+            new = decode.decode_step_ms(
+                max(round(d), 1), kv_mean, cuda_graphs=decode_batching.cuda_graphs
+            )
+            if abs(new - tpot) <= 1e-4 * tpot:
+                tpot = new
+                break
+            tpot = 0.5 * (tpot + new)
+        return ttft, tpot, rho, wait, d
+
+    if workload.request_rate is not None:
+        lam = workload.request_rate / 1e3
+        ttft, tpot, rho, wait, d = at_rate(lam)
+        queued = 0.0
+        if d >= decode_cap and lam / d_ranks * max(osl - 1, 0) * tpot > decode_cap:
+            ttft = math.inf  # decode side overloaded
+    else:
+        clients = workload.concurrency
+        lo, hi = 0.0, p_ranks / s_p
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            ttft, tpot, rho, wait, d = at_rate(mid)
+            cycle = ttft + max(osl - 1, 0) * tpot
+            admitted = min(clients, decode_cap * d_ranks + p_ranks)
+            if not math.isfinite(cycle) or mid * cycle > admitted:
+                hi = mid
+            else:
+                lo = mid
+            if hi - lo <= 1e-6 * hi:
+                break
+        lam = lo
+        ttft, tpot, rho, wait, d = at_rate(lam)
+        cycle = ttft + max(osl - 1, 0) * tpot
+        queued = max(clients / lam - cycle, 0.0) if lam > 0 else 0.0
+    ttft += queued
+    latency = ttft + max(osl - 1, 0) * tpot
+    gpus = prefill.parallel.num_gpus * prefill_workers + decode.parallel.num_gpus * decode_workers
+    rate = lam * 1e3
+    return ServingEstimate(
+        mode="disagg",
+        num_gpus=gpus,
+        ttft_ms=ttft,
+        ttft_p90_ms=_wait_p90(wait, rho) + s_p90 + transfer + queued,
+        tpot_ms=tpot,
+        tpot_p90_ms=tpot,
+        request_latency_ms=latency,
+        output_tok_s_per_gpu=rate * osl / gpus if math.isfinite(latency) else 0.0,
+        output_tok_s_per_user=1e3 / tpot,
+        request_rate_per_s=rate,
+        running_requests=lam * latency,
+        prefill_utilization=rho,
+        memory=mems["decode"],
+        details={
+            "prefill_memory": mems["prefill"],
+            "decode_batch_per_rank": d,
+            "kv_transfer_ms": transfer,
+        },
+    )
