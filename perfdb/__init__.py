@@ -4,6 +4,7 @@ Ops (:mod:`perfdb.ops`) describe one kernel call on one GPU; a :class:`PerfDB` p
 ``latency(op) -> (ms, source)`` with ``source`` in ``{"measured", "interpolated", "roofline"}``.
 """
 
+from perfdb.db import PerfDB, list_systems, load_system
 from perfdb.ops import (
     DTYPE_BYTES,
     OP_TYPES,
@@ -24,8 +25,12 @@ from perfdb.ops import (
     ReduceScatterOp,
     normalize_dtype,
 )
+from perfdb.roofline import DEFAULT_EFFICIENCY
+from perfdb.specs import BUILTIN_SPECS, HardwareSpec
 
 __all__ = [
+    "BUILTIN_SPECS",
+    "DEFAULT_EFFICIENCY",
     "DTYPE_BYTES",
     "OP_TYPES",
     "AllGatherOp",
@@ -35,6 +40,7 @@ __all__ = [
     "ElementwiseOp",
     "GemmOp",
     "GenerationAttentionOp",
+    "HardwareSpec",
     "MLABmmOp",
     "MLAContextOp",
     "MLAGenerationOp",
@@ -42,6 +48,9 @@ __all__ = [
     "MoEOp",
     "Op",
     "P2POp",
+    "PerfDB",
     "ReduceScatterOp",
+    "list_systems",
+    "load_system",
     "normalize_dtype",
 ]

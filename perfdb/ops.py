@@ -25,7 +25,8 @@ from typing import ClassVar
 
 #: Bytes per element of each supported dtype (weights/activations as stored).
 #: ``fp8_block`` is FP8 with 128x128 block scales (DeepSeek style); ``fp4`` is NVFP4;
-#: ``mxfp4`` / ``w4a16_mxfp4`` are 4-bit MX weights; ``int4_wo`` is 4-bit weight-only.
+#: ``mxfp4`` / ``w4a16_mxfp4`` are 4-bit MX weights (``w4a8_mxfp4_mxfp8`` with fp8
+#: activations); ``int4_wo`` / ``int8_wo`` are weight-only integer quantisation.
 DTYPE_BYTES: dict[str, float] = {
     "fp32": 4.0,
     "bf16": 2.0,
@@ -37,7 +38,9 @@ DTYPE_BYTES: dict[str, float] = {
     "mxfp4": 0.5,
     "w4a16_mxfp4": 0.5,
     "w4afp8": 0.5,
+    "w4a8_mxfp4_mxfp8": 0.5,
     "int4_wo": 0.5,
+    "int8_wo": 1.0,
 }
 
 #: Spellings used by AIConfigurator tables, PyTorch and Hugging Face configs.

@@ -1,0 +1,469 @@
+"""The query API: :func:`load_system` returns a :class:`PerfDB` that prices ops.
+
+``PerfDB.latency(op) -> (ms, source)``:
+
+- ``"measured"``: the op's shape is a row of a measured table (the measured value is returned);
+- ``"interpolated"``: inside the measured grid; the roofline efficiency is interpolated
+  multilinearly in log-size space (:mod:`perfdb.grid`);
+- ``"roofline"``: outside the grid (efficiency held at the nearest boundary point, latency =
+  roofline / efficiency), on a structural value that was never measured (nearest slice's
+  efficiency), with no table for the op at all (``launch + roofline / DEFAULT_EFFICIENCY``), or
+  for ops priced from the spec alone (P2P, element-wise, memory).
+
+All-reduce is the faster of NCCL and the engine's custom all-reduce (CUDA-graph mode), as vLLM
+picks; a collective over one GPU costs 0 ms. No query returns NaN: a non-finite result raises.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from perfdb.grid import EfficiencyGrid
+from perfdb.ops import DTYPE_BYTES, Op, normalize_dtype, op_class
+from perfdb.roofline import SPEC_PRICED, fallback_ms, roofline_ms
+from perfdb.specs import HardwareSpec
+from perfdb.tables import NCCL_TABLES, SCHEMAS, TableSchema, read_table, version_key
+
+#: Environment variable: extra database roots (``os.pathsep``-separated), searched first.
+PATH_ENV = "CAUSAL_TUNER_PERFDB_PATH"
+#: The database bundled with the package.
+BUNDLED_ROOT = Path(__file__).resolve().parent / "data" / "systems"
+
+SOURCES = np.array(["measured", "interpolated", "roofline"])
+
+#: Which tables price each op type (all-reduce: the faster of the two).
+_OP_TABLES: dict[str, tuple[str, ...]] = {
+    "gemm": ("gemm",),
+    "context_attention": ("context_attention",),
+    "generation_attention": ("generation_attention",),
+    "moe": ("moe",),
+    "mla_context": ("mla_context",),
+    "mla_generation": ("mla_generation",),
+    "mla_bmm": ("mla_bmm",),
+    "all_reduce": ("custom_all_reduce", "nccl_all_reduce"),
+    "all_gather": ("nccl_all_gather",),
+    "reduce_scatter": ("nccl_reduce_scatter",),
+    "all_to_all": ("nccl_all_to_all",),
+}
+
+#: NCCL tables are measured for fp16 ("half") and int8: use the one with the same element size.
+_COLLECTIVE_DTYPE = {"bf16": "fp16", "fp8": "int8", "fp8_block": "int8"}
+_COLLECTIVES = frozenset({"all_reduce", "all_gather", "reduce_scatter", "all_to_all"})
+
+
+def _roots(root: str | Path | None) -> list[Path]:
+    if root is not None:
+        return [Path(root)]
+    extra = [Path(p) for p in os.environ.get(PATH_ENV, "").split(os.pathsep) if p]
+    return [*extra, BUNDLED_ROOT]
+
+
+def list_systems(root: str | Path | None = None) -> list[str]:
+    """Names of the systems that :func:`load_system` can open.
+
+    Parameters
+    ----------
+    root : str or Path, optional
+        A database root; default: the roots in ``$CAUSAL_TUNER_PERFDB_PATH`` then the bundled one.
+    """
+    found: set[str] = set()
+    for base in _roots(root):
+        if base.is_dir():
+            found.update(p.name for p in base.iterdir() if (p / "system.yaml").is_file())
+    return sorted(found)
+
+
+def load_system(
+    system: str,
+    backend: str = "vllm",
+    version: str | None = None,
+    *,
+    root: str | Path | None = None,
+) -> PerfDB:
+    """Open one system's database (tables are read on first use).
+
+    Parameters
+    ----------
+    system : str
+        E.g. ``"h100_sxm"``; see :func:`list_systems`.
+    backend : str
+        Serving framework whose kernels were measured: ``vllm``, ``sglang``, ``trtllm``.
+    version : str, optional
+        Framework version; default: the system's current one.
+    root : str or Path, optional
+        Database root to read instead of the default search path.
+
+    Raises
+    ------
+    ValueError
+        For an unknown system, backend or version (the message lists those that exist) or a
+        malformed ``system.yaml`` (the message names it).
+
+    Examples
+    --------
+    >>> from perfdb import GemmOp, load_system
+    >>> db = load_system("h100_sxm")
+    >>> db.latency(GemmOp(4096, 4096, 4096))[1]
+    'measured'
+    """
+    sys_dir = next(
+        (b / system for b in _roots(root) if (b / system / "system.yaml").is_file()), None
+    )
+    if sys_dir is None:
+        known = ", ".join(list_systems(root)) or "none"
+        raise ValueError(f"unknown system {system!r}; available: {known}")
+    meta_path = sys_dir / "system.yaml"
+    try:
+        meta = yaml.safe_load(meta_path.read_text()) or {}
+        spec = HardwareSpec.from_dict(meta["spec"], origin=str(meta_path))
+        current = dict(meta.get("current") or {})
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{meta_path}: malformed system file ({exc!r})") from None
+    backends = sorted(p.name for p in sys_dir.iterdir() if p.is_dir() and p.name != "nccl")
+    if backend not in backends:
+        raise ValueError(
+            f"{system}: no backend {backend!r}; available: {', '.join(backends) or 'none'}"
+        )
+    versions = sorted(
+        (p.name for p in (sys_dir / backend).iterdir() if p.is_dir()), key=version_key
+    )
+    chosen = version or current.get(backend) or (versions[-1] if versions else None)
+    if chosen not in versions:
+        raise ValueError(
+            f"{system}/{backend}: no version {version!r}; available: {', '.join(versions) or 'none'}"
+        )
+    nccl_dir = None
+    nccl_root = sys_dir / "nccl"
+    if nccl_root.is_dir():
+        nccl_versions = sorted((p.name for p in nccl_root.iterdir() if p.is_dir()), key=version_key)
+        wanted = meta.get("nccl_version")
+        pick = wanted if wanted in nccl_versions else (nccl_versions[-1] if nccl_versions else None)
+        nccl_dir = nccl_root / pick if pick else None
+    return PerfDB(spec, sys_dir / backend / chosen, nccl_dir, backend=backend, version=chosen)
+
+
+class _Slice:
+    """One categorical slice of a table: its structural keys and lazily built grids."""
+
+    def __init__(self, frame: pd.DataFrame, schema: TableSchema) -> None:
+        self.frame = frame
+        self.schema = schema
+        if schema.structural:
+            groups = frame.groupby(list(schema.structural), sort=True).indices
+            self.struct_keys = np.array(list(groups.keys()), dtype=np.float64).reshape(
+                len(groups), len(schema.structural)
+            )
+            self.rows = list(groups.values())
+        else:
+            self.struct_keys = np.zeros((1, 0))
+            self.rows = [np.arange(len(frame))]
+        self.grids: dict[int, EfficiencyGrid] = {}
+
+
+class PerfDB:
+    """Measured kernel latencies of one system and backend version.
+
+    Use :func:`load_system` to open one. Queries are memoized on the op.
+
+    Parameters
+    ----------
+    spec : HardwareSpec
+        The GPU.
+    table_dir : Path
+        Folder of the backend version's tables.
+    nccl_dir : Path or None
+        Folder of the NCCL tables.
+    backend, version : str
+        For display.
+    allreduce_mode : str
+        Custom all-reduce rows to use (``graph``: vLLM under CUDA graphs, its default).
+    """
+
+    def __init__(
+        self,
+        spec: HardwareSpec,
+        table_dir: Path,
+        nccl_dir: Path | None,
+        *,
+        backend: str = "vllm",
+        version: str = "",
+        allreduce_mode: str = "graph",
+    ) -> None:
+        self._spec = spec
+        self.table_dir = Path(table_dir)
+        self.nccl_dir = nccl_dir
+        self.backend = backend
+        self.version = version
+        self.allreduce_mode = allreduce_mode
+        self._files: dict[str, Path] = {}
+        for name in SCHEMAS:
+            folder = nccl_dir if name in NCCL_TABLES else self.table_dir
+            if folder is not None and (folder / f"{name}.parquet").is_file():
+                self._files[name] = folder / f"{name}.parquet"
+        self._slices: dict[str, dict[tuple, _Slice]] = {}
+        self._cache: dict[Any, tuple[float, str]] = {}
+
+    def __repr__(self) -> str:
+        return f"PerfDB({self._spec.name!r}, backend={self.backend!r}, version={self.version!r})"
+
+    @property
+    def spec(self) -> HardwareSpec:
+        """The hardware spec of this system."""
+        return self._spec
+
+    @property
+    def tables(self) -> list[str]:
+        """Names of the measured tables present for this system/backend."""
+        return sorted(self._files)
+
+    def table(self, name: str) -> pd.DataFrame:
+        """The validated rows of one table (read from disk; for inspection and benchmarks)."""
+        if name not in self._files:
+            raise ValueError(f"{self}: no table {name!r}; available: {', '.join(self.tables)}")
+        return read_table(self._files[name], SCHEMAS[name])
+
+    # ------------------------------------------------------------------ loading
+    def _table_slices(self, name: str) -> dict[tuple, _Slice]:
+        if name not in self._slices:
+            schema = SCHEMAS[name]
+            frame = self.table(name)
+            if name == "custom_all_reduce":
+                modes = frame["mode"].unique()
+                mode = self.allreduce_mode if self.allreduce_mode in modes else modes[0]
+                frame = frame[frame["mode"] == mode]
+            slices = {}
+            for key, part in frame.groupby(list(schema.categorical), sort=True):
+                key = key if isinstance(key, tuple) else (key,)
+                slices[tuple(str(k) for k in key)] = _Slice(part.reset_index(drop=True), schema)
+            self._slices[name] = slices
+        return self._slices[name]
+
+    def _grid(self, sl: _Slice, index: int, cat: Mapping[str, str], op_type: str) -> EfficiencyGrid:
+        if index not in sl.grids:
+            rows = sl.frame.iloc[sl.rows[index]]
+            cols: dict[str, Any] = {
+                c: rows[c].to_numpy() for c in (*sl.schema.structural, *sl.schema.grid)
+            }
+            cols.update(cat)
+            sl.grids[index] = EfficiencyGrid(
+                [rows[c].to_numpy() for c in sl.schema.grid],
+                rows["latency_ms"].to_numpy(),
+                roofline_ms(self._spec, op_type, cols),
+            )
+        return sl.grids[index]
+
+    # ------------------------------------------------------------------ queries
+    def latency(self, op: Op) -> tuple[float, str]:
+        """Latency of one op on one GPU.
+
+        Parameters
+        ----------
+        op : Op
+            Any op of :mod:`perfdb.ops`.
+
+        Returns
+        -------
+        tuple of (float, str)
+            Milliseconds and the source (``measured``, ``interpolated`` or ``roofline``).
+        """
+        hit = self._cache.get(op)
+        if hit is not None:
+            return hit
+        if not hasattr(op, "op_type"):
+            raise ValueError(f"not a perfdb op: {op!r}")
+        values = {f.name: getattr(op, f.name) for f in fields(op)}
+        ms, src = self._query(type(op).op_type, {k: np.asarray([v]) for k, v in values.items()})
+        result = (float(ms[0]), str(SOURCES[src[0]]))
+        self._cache[op] = result
+        return result
+
+    def latency_many(self, op_type: str | type, **arrays: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorized latency of many ops of one type.
+
+        Parameters
+        ----------
+        op_type : str or type
+            ``"gemm"`` or :class:`~perfdb.ops.GemmOp`, etc.
+        **arrays
+            The op's fields as equal-length arrays (or scalars, broadcast); omitted fields take
+            the op's defaults.
+
+        Returns
+        -------
+        ms : numpy.ndarray of float
+        source : numpy.ndarray of str
+
+        Raises
+        ------
+        ValueError
+            On unknown fields, non-positive sizes or unknown dtypes (naming the offender).
+
+        Examples
+        --------
+        >>> from perfdb import load_system
+        >>> db = load_system("h100_sxm")
+        >>> ms, src = db.latency_many("gemm", m=[1, 100, 4096], n=4096, k=4096)
+        >>> ms.shape, src.tolist()
+        ((3,), ['measured', 'interpolated', 'measured'])
+        """
+        cls = op_class(op_type)
+        cols = self._columns(cls, arrays)
+        ms, src = self._query(cls.op_type, cols)
+        return ms, SOURCES[src]
+
+    def _columns(self, cls: type, arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        names = {f.name: f for f in fields(cls)}
+        unknown = set(arrays) - set(names)
+        if unknown:
+            raise ValueError(
+                f"{cls.__name__} has no field(s) {sorted(unknown)}; fields: {list(names)}"
+            )
+        raw: dict[str, Any] = {}
+        for name, f in names.items():
+            if name in arrays:
+                raw[name] = arrays[name]
+            elif f.default is not MISSING:
+                raw[name] = f.default
+            else:
+                raise ValueError(f"{cls.__name__}: missing field {name!r}")
+        shaped = np.broadcast_arrays(*[np.asarray(v) for v in raw.values()])
+        out: dict[str, np.ndarray] = {}
+        for (name, _), arr in zip(raw.items(), shaped, strict=True):
+            owner = f"{cls.__name__}.{name}"
+            if name in cls._dtype_fields:
+                uniq = {u: normalize_dtype(str(u), owner=owner) for u in np.unique(arr)}
+                out[name] = np.vectorize(uniq.get, otypes=[object])(arr).astype(str)
+            elif arr.dtype.kind in "biuf" and names[name].type in ("int", int):
+                if arr.dtype.kind == "f" and not np.all(np.mod(arr, 1) == 0):
+                    raise ValueError(f"{owner} must be integers")
+                floor = 0 if name in cls._zero_ok else 1
+                if np.any(arr < floor):
+                    bad = arr[arr < floor].ravel()[0]
+                    kind = "non-negative" if floor == 0 else "positive"
+                    raise ValueError(f"{owner} must be {kind} integers, got {bad!r}")
+                out[name] = arr.astype(np.int64)
+            elif name == "distribution":
+                norm = np.char.lower(arr.astype(str))
+                out[name] = np.where(norm == "uniform", "balanced", norm)
+            else:
+                out[name] = arr
+        return {k: np.atleast_1d(v).ravel() for k, v in out.items()}
+
+    def _query(self, op_type: str, cols: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        n = len(next(iter(cols.values())))
+        if op_type in SPEC_PRICED:
+            ms = np.asarray(roofline_ms(self._spec, op_type, cols), dtype=np.float64)
+            return np.broadcast_to(ms, (n,)).copy(), np.full(n, 2, dtype=np.int8)
+        best_ms = np.full(n, np.inf)
+        best_src = np.full(n, 2, dtype=np.int8)
+        for name in _OP_TABLES[op_type]:
+            ms, src = self._query_table(name, op_type, cols)
+            better = ms < best_ms
+            best_ms = np.where(better, ms, best_ms)
+            best_src = np.where(better, src, best_src)
+        if op_type in _COLLECTIVES:
+            single = cols["num_gpus"] == 1
+            best_ms = np.where(single, 0.0, best_ms)
+            best_src = np.where(single, 2, best_src).astype(np.int8)
+        if not np.all(np.isfinite(best_ms)):
+            bad = int(np.flatnonzero(~np.isfinite(best_ms))[0])
+            shape = {k: v[bad] for k, v in cols.items()}
+            raise ValueError(f"{self}: no finite latency for {op_type} {shape}")
+        return best_ms, best_src
+
+    def _query_table(
+        self, name: str, op_type: str, cols: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n = len(next(iter(cols.values())))
+        schema = SCHEMAS[name]
+        cat_cols = {}
+        for c in schema.categorical:
+            if c == "mode":
+                continue
+            values = cols[c]
+            if name in NCCL_TABLES and c == "dtype":
+                values = np.array([_COLLECTIVE_DTYPE.get(v, v) for v in values])
+            cat_cols[c] = values
+        ms = np.empty(n)
+        src = np.full(n, 2, dtype=np.int8)
+        if name == "custom_all_reduce" and name not in self._files:
+            return np.full(n, np.inf), src  # optional: NCCL prices all-reduce alone
+        slices = self._table_slices(name) if name in self._files else {}
+        if cat_cols:
+            keys = np.stack([cat_cols[c] for c in cat_cols], axis=1)
+            uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+            inverse = inverse.ravel()
+        else:
+            uniq, inverse = np.zeros((1, 0), dtype=str), np.zeros(n, dtype=np.int64)
+        for u, key in enumerate(uniq):
+            sel = np.flatnonzero(inverse == u)
+            sub = {k: v[sel] for k, v in cols.items()}
+            cat_key = tuple(str(k) for k in key)
+            if name == "custom_all_reduce":
+                lookup = next((k for k in slices if k[0] == cat_key[0]), None)
+            else:
+                lookup = cat_key if cat_key in slices else None
+            if lookup is None:
+                if name == "custom_all_reduce":
+                    ms[sel], src[sel] = np.inf, 2
+                    continue
+                scalar = {c: cat_key[i] for i, c in enumerate(cat_cols)}
+                ms[sel] = fallback_ms(self._spec, op_type, {**sub, **_original_cats(sub, scalar)})
+                src[sel] = 2
+                continue
+            sl = slices[lookup]
+            cat = dict(zip(schema.categorical, lookup, strict=True))
+            ms[sel], src[sel] = self._query_slice(sl, cat, op_type, sub, name)
+        return ms, src
+
+    def _query_slice(
+        self, sl: _Slice, cat: dict[str, str], op_type: str, sub: dict[str, np.ndarray], name: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        m = len(next(iter(sub.values())))
+        schema = sl.schema
+        if schema.structural:
+            q = np.stack([sub[c].astype(np.float64) for c in schema.structural], axis=1)
+            dist = np.abs(
+                np.log2(1.0 + q[:, None, :]) - np.log2(1.0 + sl.struct_keys[None, :, :])
+            ).sum(axis=2)
+            nearest = np.argmin(dist, axis=1)
+            struct_exact = dist[np.arange(m), nearest] == 0
+        else:
+            nearest = np.zeros(m, dtype=np.int64)
+            struct_exact = np.ones(m, dtype=bool)
+        # the roofline of the query itself, with the op's own dtypes (not the table's aliases)
+        op_cats = {c: sub[c][0] for c in sub if sub[c].dtype.kind in "UO"}
+        roof = roofline_ms(self._spec, op_type, {**sub, **op_cats})
+        ms = np.empty(m)
+        src = np.empty(m, dtype=np.int8)
+        for g in np.unique(nearest):
+            rows = np.flatnonzero(nearest == g)
+            grid = self._grid(
+                sl, int(g), cat if name != "custom_all_reduce" else {"dtype": cat["dtype"]}, op_type
+            )
+            y, s, exact = grid.query([sub[c][rows] for c in schema.grid])
+            est = np.exp(y) * roof[rows]
+            s = np.where(struct_exact[rows], s, 2).astype(np.int8)
+            ms[rows] = np.where(s == 0, exact, est)
+            src[rows] = s
+        return ms, src
+
+
+def _original_cats(sub: dict[str, np.ndarray], scalar: dict[str, str]) -> dict[str, Any]:
+    """Categorical values for the roofline: the op's own dtype (bf16), not the table alias."""
+    out: dict[str, Any] = dict(scalar)
+    for c in scalar:
+        if c in sub and len(sub[c]):
+            out[c] = sub[c][0]
+    for c, v in out.items():
+        if c.endswith("dtype") and v not in DTYPE_BYTES:
+            out[c] = normalize_dtype(v)
+    return out
