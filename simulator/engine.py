@@ -1,0 +1,801 @@
+"""A discrete-event model of one vLLM V1 serving replica.
+
+The engine reproduces the scheduler of vLLM's V1 engine closely enough for the tuner to learn
+the effects of its knobs:
+
+* **continuous batching** with a per-step token budget (``max_num_batched_tokens``) and a cap
+  on running sequences (``max_num_seqs``); running requests are scheduled first, then waiting
+  ones are admitted while budget, sequence slots and KV blocks last;
+* **chunked prefill** (a prompt is split over steps to fill the budget) or, when disabled,
+  whole prompts only;
+* a **paged KV cache** of ``num_kv_blocks`` blocks of ``block_size`` tokens, with **prefix
+  caching** by block hash (full prompt blocks are shared between requests and kept, LRU, after
+  their owners finish) and **preemption by recompute** when a running request needs a block and
+  none is free (the newest, or lowest-priority, request is evicted and re-prefilled later);
+* **FCFS or priority** scheduling; **CUDA graphs** (decode-only steps are padded to a captured
+  batch size) versus eager execution;
+* step time from any :class:`~simulator.batch.StepCostModel` times a seeded, mean-one lognormal
+  noise factor (:class:`StepNoise`).
+
+Performance: between two scheduling changes (an arrival, a completion, a KV block shortage) a
+decode-only batch is the same batch step after step, only one token longer. The engine then
+advances a *decode span* of ``k`` steps in one event: it prices the first and the last step
+exactly and interpolates the steps between (decode cost is linear in KV length; the test suite
+checks the span path against the step-by-step path), draws ``k`` noise factors at once, and cuts
+the span at the first step that ends after the next arrival, so every arrival still meets the
+scheduler at the next step boundary. ``EngineConfig(decode_span_steps=1)`` turns this off.
+
+The clock is owned by :class:`EventLoop` (a heap keyed by ``(time, priority, seq)``; handlers
+return follow-up events), shared by every replica of a :class:`~simulator.cluster.Cluster`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from simulator.batch import BatchShape, StepCostModel
+
+#: Event priorities: ties at one instant run arrivals first, then step ends, then wake-ups, so
+#: requests arriving at the same time as a step boundary join that boundary's schedule.
+PRIORITY_ARRIVAL = 0
+PRIORITY_STEP_END = 1
+PRIORITY_WAKE = 2
+
+SCHEDULING_POLICIES = ("fcfs", "priority")
+
+#: Calibrated coefficient of variation of one step's wall time (see :class:`StepNoise`).
+DEFAULT_STEP_NOISE_CV = 0.05
+
+#: Columns of :attr:`ServingEngine.step_log` (counts are at the step's start, after scheduling).
+STEP_LOG_COLUMNS = (
+    "start_ms",
+    "end_ms",
+    "steps",
+    "prefill_tokens",
+    "decode_seqs",
+    "running",
+    "waiting",
+    "kv_used_blocks",
+    "preemptions",
+)
+
+Event = tuple[float, int, Callable[[float, Any], Iterable["Event"] | None], Any]
+
+
+class EventLoop:
+    """The simulation clock: a heap of events keyed by ``(time_ms, priority, seq)``.
+
+    ``seq`` is a running counter, so events with equal time and priority run in the order they
+    were scheduled and every run with the same inputs is identical. A handler is called as
+    ``handler(now_ms, payload)`` and returns the follow-up events (or ``None``).
+
+    Examples
+    --------
+    >>> loop = EventLoop()
+    >>> seen = []
+    >>> def tick(now, n):
+    ...     seen.append((now, n))
+    ...     return [(now + 1.0, 0, tick, n - 1)] if n > 1 else None
+    >>> loop.schedule(0.0, 0, tick, 3)
+    >>> loop.run()
+    3
+    >>> seen
+    [(0.0, 3), (1.0, 2), (2.0, 1)]
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, int, Callable, Any]] = []
+        self._seq = 0
+        self.now_ms = 0.0
+
+    def schedule(
+        self, time_ms: float, priority: int, handler: Callable, payload: Any = None
+    ) -> None:
+        """Add one event. Raises ``ValueError`` for an event in the past."""
+        if time_ms < self.now_ms:
+            raise ValueError(f"event at {time_ms} ms is before the clock ({self.now_ms} ms)")
+        heapq.heappush(self._heap, (time_ms, priority, self._seq, handler, payload))
+        self._seq += 1
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def run(
+        self,
+        until_ms: float = math.inf,
+        on_progress: Callable[[float], None] | None = None,
+        progress_every: int = 2000,
+    ) -> int:
+        """Process events in order until the heap is empty or the next event is after ``until_ms``.
+
+        Parameters
+        ----------
+        until_ms : float
+            Stop before the first event later than this.
+        on_progress : callable, optional
+            Called with the clock (ms) every ``progress_every`` events (for a progress bar).
+
+        Returns
+        -------
+        int
+            Events processed.
+        """
+        heap = self._heap
+        push = heapq.heappush
+        pop = heapq.heappop
+        n = 0
+        while heap and heap[0][0] <= until_ms:
+            time_ms, _, _, handler, payload = pop(heap)
+            self.now_ms = time_ms
+            follow = handler(time_ms, payload)
+            if follow:
+                for t, prio, h, p in follow:
+                    if t < time_ms:
+                        raise ValueError(f"handler {h!r} scheduled an event in the past")
+                    push(heap, (t, prio, self._seq, h, p))
+                    self._seq += 1
+            n += 1
+            if on_progress is not None and n % progress_every == 0:
+                on_progress(time_ms)
+        if on_progress is not None:
+            on_progress(self.now_ms)
+        return n
+
+
+@dataclass(frozen=True)
+class StepNoise:
+    """Multiplicative step-time noise: a lognormal factor with mean one.
+
+    Real step times jitter (kernel launch, clock boost, host scheduling). The factor has
+    coefficient of variation ``cv``: ``exp(sigma * z - sigma**2 / 2)`` with
+    ``sigma**2 = log(1 + cv**2)`` and ``z`` standard normal, so the mean step time is the cost
+    model's. ``cv=0`` disables noise and draws no random numbers.
+
+    The default (:data:`DEFAULT_STEP_NOISE_CV` = 0.05) is calibrated on the run-to-run spread of
+    TPOT between repeated identical configurations in ``silicon_dev.csv`` (median coefficient of
+    variation over every group of rows sharing model, system, backend, precision, parallelism,
+    lengths and concurrency; ``benchmarks/engine_fidelity.py`` recomputes it).
+    """
+
+    cv: float = DEFAULT_STEP_NOISE_CV
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.cv) and 0.0 <= self.cv <= 2.0):
+            raise ValueError(f"StepNoise.cv must be in [0, 2], got {self.cv!r}")
+
+    def factors(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` independent noise factors (all ones when ``cv == 0``)."""
+        if self.cv == 0.0:
+            return np.ones(n)
+        sigma2 = math.log1p(self.cv * self.cv)
+        return np.exp(math.sqrt(sigma2) * rng.standard_normal(n) - 0.5 * sigma2)
+
+
+def default_cuda_graph_sizes(max_size: int) -> tuple[int, ...]:
+    """vLLM's default CUDA-graph capture sizes up to ``max_size``: 1, 2, 4, then steps of 8 to
+    256, then steps of 16."""
+    sizes = [1, 2, 4, *range(8, 256, 8), *range(256, max_size + 1, 16)]
+    return tuple(s for s in sizes if s <= max_size) or (1,)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The knobs of one serving replica (vLLM engine arguments of the same names).
+
+    Parameters
+    ----------
+    max_num_seqs : int
+        Most requests running (holding KV and scheduled) at once.
+    max_num_batched_tokens : int
+        Token budget of one step (prefill chunks plus one per decoding request).
+    enable_chunked_prefill : bool
+        Split prompts over steps to fill the budget. When off, a prompt is prefilled whole and a
+        prompt longer than the budget is rejected (as vLLM refuses it).
+    gpu_memory_utilization : float
+        Fraction of GPU memory the engine may use; with the memory model it sets the KV capacity
+        (see :func:`simulator.cluster.Deployment.kv_capacity_tokens`). Ignored when
+        ``num_kv_blocks`` is given.
+    num_kv_blocks : int or None
+        KV-cache capacity in blocks, overriding the memory model (e.g. a deliberately tiny cache).
+    block_size : int
+        Tokens per KV block.
+    enable_prefix_caching : bool
+        Share full prompt blocks with equal hashes between requests and keep freed ones cached.
+    scheduling_policy : {"fcfs", "priority"}
+        Waiting-queue order; preemption victims are the newest (fcfs) or the lowest-priority,
+        newest (priority) running requests. Lower ``priority`` values run first, as in vLLM.
+    cuda_graphs : bool
+        Decode-only steps of at most ``cuda_graph_max_batch`` sequences replay a captured CUDA
+        graph padded to the next capture size; ``False`` is vLLM's ``--enforce-eager``.
+    cuda_graph_max_batch : int or None
+        Largest captured batch; ``None`` means vLLM's default ``min(2 * max_num_seqs, 512)``.
+    max_model_len : int or None
+        Longest prompt + output accepted; longer requests are rejected (counted, never dropped).
+    step_noise_cv : float
+        Coefficient of variation of the step-time noise (:class:`StepNoise`).
+    decode_span_steps : int
+        Most decode steps advanced in one event (1 = strictly step by step).
+    prefill_only : bool
+        A disaggregated prefill worker: requests finish after their first token and are handed
+        to a decode worker.
+    """
+
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    enable_chunked_prefill: bool = True
+    gpu_memory_utilization: float = 0.9
+    num_kv_blocks: int | None = None
+    block_size: int = 16
+    enable_prefix_caching: bool = True
+    scheduling_policy: str = "fcfs"
+    cuda_graphs: bool = True
+    cuda_graph_max_batch: int | None = None
+    max_model_len: int | None = None
+    step_noise_cv: float = DEFAULT_STEP_NOISE_CV
+    decode_span_steps: int = 4096
+    prefill_only: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "decode_span_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"EngineConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("num_kv_blocks", "cuda_graph_max_batch", "max_model_len"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
+            ):
+                raise ValueError(
+                    f"EngineConfig.{name} must be a positive integer or None, got {value!r}"
+                )
+        if not (0.0 < float(self.gpu_memory_utilization) <= 1.0):
+            raise ValueError(
+                "EngineConfig.gpu_memory_utilization must be in (0, 1], got "
+                f"{self.gpu_memory_utilization!r}"
+            )
+        if self.scheduling_policy not in SCHEDULING_POLICIES:
+            raise ValueError(
+                f"EngineConfig.scheduling_policy must be one of {SCHEDULING_POLICIES}, got "
+                f"{self.scheduling_policy!r}"
+            )
+        for name in (
+            "enable_chunked_prefill",
+            "enable_prefix_caching",
+            "cuda_graphs",
+            "prefill_only",
+        ):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"EngineConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        StepNoise(self.step_noise_cv)  # validates the cv
+
+    @property
+    def cuda_graph_sizes(self) -> tuple[int, ...]:
+        """Captured decode batch sizes (empty when CUDA graphs are off)."""
+        if not self.cuda_graphs:
+            return ()
+        max_size = self.cuda_graph_max_batch or min(2 * self.max_num_seqs, 512)
+        return default_cuda_graph_sizes(max_size)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(cls.__dataclass_fields__)
+
+
+class Request:
+    """One request's state inside the simulation (mutable; results are read at the end)."""
+
+    __slots__ = (
+        "arrival_ms",
+        "finish_ms",
+        "first_scheduled_ms",
+        "first_token_ms",
+        "held_shared",
+        "num_blocks",
+        "num_computed",
+        "num_generated",
+        "num_preemptions",
+        "num_tokens",
+        "output_len",
+        "prefix_hit_tokens",
+        "priority",
+        "prompt_len",
+        "reject_reason",
+        "replica",
+        "shared_keys",
+        "uid",
+    )
+
+    def __init__(
+        self,
+        uid: int,
+        arrival_ms: float,
+        prompt_len: int,
+        output_len: int,
+        priority: int = 0,
+        shared_keys: tuple | None = None,
+    ) -> None:
+        self.uid = uid
+        self.arrival_ms = arrival_ms
+        self.prompt_len = prompt_len
+        self.output_len = output_len
+        self.priority = priority
+        self.shared_keys = shared_keys or ()
+        self.num_tokens = prompt_len  # prompt plus tokens sampled so far
+        self.num_computed = 0  # tokens whose KV is in the cache
+        self.num_generated = 0
+        self.num_blocks = 0  # blocks covering the KV, shared ones included
+        self.held_shared = 0  # leading blocks held as references in the prefix cache
+        self.num_preemptions = 0
+        self.prefix_hit_tokens = 0
+        self.first_scheduled_ms = math.nan
+        self.first_token_ms = math.nan
+        self.finish_ms = math.nan
+        self.reject_reason = ""
+        self.replica = -1
+
+    def block_key(self, j: int) -> Any:
+        """Hash key of the ``j``-th KV block: the trace's shared prefix hash where it has one,
+        else a key private to this request (useful only to itself after a preemption)."""
+        return self.shared_keys[j] if j < len(self.shared_keys) else (-1 - self.uid, j)
+
+
+class _BlockPool:
+    """Paged KV blocks with an LRU prefix cache of freed full blocks.
+
+    ``free_empty`` blocks hold nothing; ``evictable`` blocks hold a cached prefix block whose
+    reference count dropped to zero (reusable: a prefix hit revives it, an allocation evicts
+    the least recently freed). ``refcount`` maps a cached key to its live references.
+    """
+
+    __slots__ = ("evictable", "free_empty", "num_blocks", "refcount")
+
+    def __init__(self, num_blocks: int) -> None:
+        self.num_blocks = num_blocks
+        self.free_empty = num_blocks
+        self.refcount: dict[Any, int] = {}
+        self.evictable: OrderedDict[Any, None] = OrderedDict()
+
+    @property
+    def available(self) -> int:
+        return self.free_empty + len(self.evictable)
+
+    @property
+    def used(self) -> int:
+        return self.num_blocks - self.free_empty - len(self.evictable)
+
+    def take(self, n: int) -> None:
+        """Allocate ``n`` blocks (caller checked ``available``), evicting LRU cached blocks."""
+        if n <= self.free_empty:
+            self.free_empty -= n
+            return
+        n -= self.free_empty
+        self.free_empty = 0
+        evictable, refcount = self.evictable, self.refcount
+        for _ in range(n):
+            key, _ = evictable.popitem(last=False)
+            del refcount[key]
+
+
+class ServingEngine:
+    """One simulated vLLM V1 replica.
+
+    Parameters
+    ----------
+    config : EngineConfig
+        The knobs.
+    step_model : StepCostModel
+        Prices each step.
+    num_kv_blocks : int
+        KV capacity in blocks (``config.num_kv_blocks`` wins when set).
+    rng : numpy.random.Generator
+        The replica's own noise stream.
+    index : int
+        Replica number (recorded on its requests).
+
+    Notes
+    -----
+    The engine is driven by a :class:`EventLoop`; a :class:`~simulator.cluster.Cluster` routes
+    requests to it with :meth:`submit`. ``horizon_ms`` is a callable giving the time of the next
+    request that may reach this engine (decode spans end at the first step boundary after it);
+    ``on_finish`` is called with each finished (or handed-off) request.
+    """
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        step_model: StepCostModel,
+        num_kv_blocks: int,
+        rng: np.random.Generator,
+        index: int = 0,
+        horizon_ms: Callable[[], float] | None = None,
+        on_finish: Callable[[Request, float], None] | None = None,
+    ) -> None:
+        if not isinstance(step_model, StepCostModel):
+            raise ValueError(
+                f"step_model must implement StepCostModel.step_time_ms, got {type(step_model).__name__}"
+            )
+        blocks = config.num_kv_blocks or num_kv_blocks
+        if isinstance(blocks, bool) or int(blocks) < 1:
+            raise ValueError(f"num_kv_blocks must be a positive integer, got {blocks!r}")
+        self.config = config
+        self.step_model = step_model
+        self.index = index
+        self.rng = rng
+        self.noise = StepNoise(config.step_noise_cv)
+        self.pool = _BlockPool(int(blocks))
+        self.horizon_ms = horizon_ms or (lambda: math.inf)
+        self.on_finish = on_finish
+        self._bs = config.block_size
+        self._graph_sizes = config.cuda_graph_sizes
+        self._priority = config.scheduling_policy == "priority"
+        self._waiting_fifo: deque[Request] = deque()
+        self._waiting_heap: list[tuple[int, float, int, Request]] = []
+        self.running: list[Request] = []
+        self._busy = False
+        self._wake_pending = False
+        self.loop: EventLoop | None = None
+        # one row per event-step (a decode span is one row with ``steps`` > 1), see STEP_LOG_COLUMNS
+        self.step_log: list[tuple] = []
+        self.num_preemptions = 0
+        self.prefix_queries_tokens = 0
+        self.prefix_hits_tokens = 0
+        self.rejected: list[Request] = []
+        self.model_calls = 0
+
+    # ------------------------------------------------------------------ queue helpers
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting_heap) if self._priority else len(self._waiting_fifo)
+
+    @property
+    def num_outstanding(self) -> int:
+        """Running plus waiting requests (the least-loaded router's load)."""
+        return len(self.running) + self.num_waiting
+
+    def _push_waiting(self, req: Request, front: bool = False) -> None:
+        if self._priority:
+            heapq.heappush(self._waiting_heap, (req.priority, req.arrival_ms, req.uid, req))
+        elif front:
+            self._waiting_fifo.appendleft(req)
+        else:
+            self._waiting_fifo.append(req)
+
+    def _peek_waiting(self) -> Request | None:
+        if self._priority:
+            return self._waiting_heap[0][3] if self._waiting_heap else None
+        return self._waiting_fifo[0] if self._waiting_fifo else None
+
+    def _pop_waiting(self) -> Request:
+        if self._priority:
+            return heapq.heappop(self._waiting_heap)[3]
+        return self._waiting_fifo.popleft()
+
+    # ------------------------------------------------------------------ admission of requests
+    def reject_reason(self, req: Request) -> str:
+        """Why this engine can never serve ``req`` ('' when it can)."""
+        cfg = self.config
+        total = req.prompt_len + req.output_len
+        if cfg.max_model_len is not None and total > cfg.max_model_len:
+            return f"prompt+output {total} tokens > max_model_len {cfg.max_model_len}"
+        if not cfg.enable_chunked_prefill and req.num_tokens > cfg.max_num_batched_tokens:
+            return (
+                f"prompt {req.num_tokens} tokens > max_num_batched_tokens "
+                f"{cfg.max_num_batched_tokens} with chunked prefill off"
+            )
+        if -(-total // self._bs) > self.pool.num_blocks:
+            return f"needs {-(-total // self._bs)} KV blocks > capacity {self.pool.num_blocks}"
+        return ""
+
+    def submit(self, now_ms: float, req: Request) -> list[Event]:
+        """A request reaches this engine at ``now_ms``; returns the follow-up events."""
+        req.replica = self.index
+        reason = self.reject_reason(req)
+        if reason:
+            req.reject_reason = reason
+            req.finish_ms = now_ms
+            self.rejected.append(req)
+            if self.on_finish is not None:
+                self.on_finish(req, now_ms)
+            return []
+        self._push_waiting(req)
+        if not self._busy and not self._wake_pending:
+            self._wake_pending = True
+            return [(now_ms, PRIORITY_WAKE, self._on_wake, None)]
+        return []
+
+    # ------------------------------------------------------------------ KV helpers
+    def _free(self, req: Request, keep_private: bool) -> None:
+        """Release ``req``'s blocks; full blocks it computed stay cached when prefix caching is
+        on and (for private keys) ``keep_private`` (a preempted request may hit them again)."""
+        pool = self.pool
+        refcount, evictable = pool.refcount, pool.evictable
+        for j in range(req.held_shared):
+            key = req.block_key(j)
+            c = refcount[key] - 1
+            refcount[key] = c
+            if c == 0:
+                evictable[key] = None
+        private = req.num_blocks - req.held_shared
+        if private and self.config.enable_prefix_caching:
+            full = min(req.num_computed // self._bs, req.num_blocks)
+            n_shared_keys = len(req.shared_keys)
+            for j in range(req.held_shared, full):
+                if j >= n_shared_keys and not keep_private:
+                    break
+                key = req.block_key(j)
+                if key in refcount:
+                    continue
+                refcount[key] = 0
+                evictable[key] = None
+                pool.free_empty -= 1  # this physical block now holds a cached prefix
+            # the remaining private blocks return empty
+        pool.free_empty += private
+        req.num_blocks = 0
+        req.held_shared = 0
+
+    def _promote_shared(self, req: Request) -> None:
+        """Register ``req``'s newly full blocks that carry a shared hash in the prefix cache."""
+        n = min(req.num_computed // self._bs, len(req.shared_keys), req.num_blocks)
+        refcount = self.pool.refcount
+        j = req.held_shared
+        while j < n:
+            key = req.shared_keys[j]
+            if key in refcount:  # computed concurrently by another request: keep ours private
+                break
+            refcount[key] = 1
+            j += 1
+        req.held_shared = j
+
+    def _lookup_hits(self, req: Request) -> tuple[int, int]:
+        """Prefix-cache hit blocks for a request starting from scratch, and how many of them are
+        currently evictable (they leave the free pool when acquired)."""
+        if not self.config.enable_prefix_caching:
+            return 0, 0
+        if not req.shared_keys and req.num_preemptions == 0:
+            return 0, 0
+        max_blocks = (req.num_tokens - 1) // self._bs  # at least one token must be computed
+        refcount = self.pool.refcount
+        hits = evicted = 0
+        for j in range(max_blocks):
+            c = refcount.get(req.block_key(j))
+            if c is None:
+                break
+            hits += 1
+            if c == 0:
+                evicted += 1
+        return hits, evicted
+
+    def _acquire_hits(self, req: Request, hits: int) -> None:
+        pool = self.pool
+        refcount, evictable = pool.refcount, pool.evictable
+        for j in range(hits):
+            key = req.block_key(j)
+            c = refcount[key]
+            if c == 0:
+                del evictable[key]
+            refcount[key] = c + 1
+        req.held_shared = hits
+        req.num_blocks = hits
+        req.num_computed = hits * self._bs
+        req.prefix_hit_tokens += hits * self._bs
+
+    def _preempt(self, req: Request) -> None:
+        self._free(req, keep_private=True)
+        req.num_computed = 0
+        req.num_preemptions += 1
+        self.num_preemptions += 1
+        self._push_waiting(req, front=True)
+
+    def _pick_victim(self) -> Request:
+        if self._priority:
+            return max(self.running, key=lambda r: (r.priority, r.arrival_ms, r.uid))
+        return self.running[-1]
+
+    # ------------------------------------------------------------------ the scheduler
+    def _schedule(self, now_ms: float) -> tuple[dict[Request, int], bool]:
+        """One vLLM V1 scheduling pass: returns ``{request: new tokens}`` and whether anything
+        was preempted."""
+        cfg = self.config
+        bs = self._bs
+        pool = self.pool
+        budget = cfg.max_num_batched_tokens
+        chunked = cfg.enable_chunked_prefill
+        sched: dict[Request, int] = {}
+        preempted = False
+        running = self.running
+        i = 0
+        while i < len(running) and budget > 0:
+            req = running[i]
+            remaining = req.num_tokens - req.num_computed
+            n_new = remaining if remaining <= budget else budget
+            if n_new < remaining and not chunked:
+                i += 1
+                continue
+            need = -(-(req.num_computed + n_new) // bs) - req.num_blocks
+            self_preempted = False
+            while need > pool.available:
+                victim = self._pick_victim()
+                running.remove(victim)
+                if victim in sched:
+                    budget += sched.pop(victim)
+                self._preempt(victim)
+                preempted = True
+                if victim is req:
+                    self_preempted = True
+                    break
+            if self_preempted:
+                break
+            if need > 0:
+                pool.take(need)
+                req.num_blocks += need
+            sched[req] = n_new
+            budget -= n_new
+            i = running.index(req) + 1 if self._priority else i + 1
+        if not preempted:
+            while budget > 0 and len(running) < cfg.max_num_seqs:
+                req = self._peek_waiting()
+                if req is None:
+                    break
+                if req.num_computed == 0:
+                    hits, hits_evictable = self._lookup_hits(req)
+                else:  # KV already present (a disaggregated hand-off)
+                    hits, hits_evictable = 0, 0
+                computed = req.num_computed + hits * bs
+                remaining = req.num_tokens - computed
+                if remaining > budget and not chunked:
+                    break
+                n_new = remaining if remaining <= budget else budget
+                need = -(-(computed + n_new) // bs) - hits - req.num_blocks
+                if need + hits_evictable > pool.available:
+                    break
+                self._pop_waiting()
+                if req.num_computed == 0:
+                    self.prefix_queries_tokens += req.num_tokens
+                    if hits:
+                        self._acquire_hits(req, hits)
+                        self.prefix_hits_tokens += hits * bs
+                pool.take(need)
+                req.num_blocks += need
+                if req.first_scheduled_ms != req.first_scheduled_ms:  # NaN: first time
+                    req.first_scheduled_ms = now_ms
+                running.append(req)
+                sched[req] = n_new
+                budget -= n_new
+        return sched, preempted
+
+    # ------------------------------------------------------------------ steps
+    def _price(
+        self, sched: dict[Request, int], extra_decode_tokens: int = 0
+    ) -> tuple[float, int, bool]:
+        """Cost-model time of the scheduled step, with decode KV lengths raised by
+        ``extra_decode_tokens``; also returns decode count and whether it is decode-only."""
+        pf_new: list[int] = []
+        pf_ctx: list[int] = []
+        dec: list[int] = []
+        for req, n_new in sched.items():
+            if n_new == 1 and req.num_generated >= 1 and req.num_tokens - req.num_computed == 1:
+                dec.append(req.num_computed + 1 + extra_decode_tokens)
+            else:
+                pf_new.append(n_new)
+                pf_ctx.append(req.num_computed)
+        graph = None
+        if not pf_new and self._graph_sizes and len(dec) <= self._graph_sizes[-1]:
+            graph = self._graph_sizes[bisect.bisect_left(self._graph_sizes, len(dec))]
+        batch = BatchShape(
+            np.asarray(pf_new, dtype=np.int64),
+            np.asarray(pf_ctx, dtype=np.int64),
+            np.asarray(dec, dtype=np.int64),
+            graph,
+        )
+        self.model_calls += 1
+        t = float(self.step_model.step_time_ms(batch))
+        if not (t > 0.0 and math.isfinite(t)):
+            raise ValueError(
+                f"step model returned {t!r} ms for {batch!r}; it must be finite and > 0"
+            )
+        return t, len(dec), not pf_new
+
+    def _on_wake(self, now_ms: float, _payload: Any) -> list[Event] | None:
+        self._wake_pending = False
+        if self._busy:
+            return None
+        return self._start_step(now_ms)
+
+    def _start_step(self, now_ms: float) -> list[Event] | None:
+        preemptions_before = self.num_preemptions
+        sched, preempted = self._schedule(now_ms)
+        if not sched:
+            self._busy = False
+            if self.running or self.num_waiting:
+                # reject_reason() and the scheduler's invariants rule this out; never strand work
+                raise RuntimeError(
+                    f"replica {self.index}: {len(self.running)} running and {self.num_waiting} "
+                    "waiting requests but nothing schedulable"
+                )
+            return None
+        self._busy = True
+        t0, n_dec, decode_only = self._price(sched)
+        steps = 1
+        if decode_only and not preempted and self.config.decode_span_steps > 1:
+            # how many identical decode steps can run before anything changes
+            k_finish = min(req.output_len - req.num_generated for req in sched)
+            free_per_req = self.pool.available // n_dec
+            k = min(k_finish, self.config.decode_span_steps, 1 + free_per_req * self._bs)
+            if k > 1:
+                t_last = self._price(sched, k - 1)[0]
+                base = t0 + (t_last - t0) * np.arange(k) / (k - 1)
+                ends = now_ms + np.cumsum(base * self.noise.factors(self.rng, k))
+                horizon = self.horizon_ms()
+                if horizon < ends[-1]:
+                    k = int(np.searchsorted(ends, horizon, side="left")) + 1
+                steps = k
+                end_ms = float(ends[k - 1])
+            else:
+                end_ms = now_ms + t0 * float(self.noise.factors(self.rng, 1)[0])
+        else:
+            end_ms = now_ms + t0 * float(self.noise.factors(self.rng, 1)[0])
+        n_prefill_tokens = sum(sched.values()) - n_dec
+        self.step_log.append(
+            (
+                now_ms,
+                end_ms,
+                steps,
+                n_prefill_tokens,
+                n_dec,
+                len(self.running),
+                self.num_waiting,
+                self.pool.used,
+                self.num_preemptions - preemptions_before,
+            )
+        )
+        return [(end_ms, PRIORITY_STEP_END, self._on_step_end, (sched, steps))]
+
+    def _on_step_end(
+        self, now_ms: float, payload: tuple[dict[Request, int], int]
+    ) -> list[Event] | None:
+        sched, steps = payload
+        bs = self._bs
+        finished: list[Request] = []
+        caching = self.config.enable_prefix_caching
+        for req, n_new in sched.items():
+            if steps > 1:  # a decode span: n_new == 1 for every request
+                req.num_computed += steps
+                req.num_tokens += steps
+                req.num_generated += steps
+                need = -(-req.num_computed // bs) - req.num_blocks
+                if need > 0:
+                    self.pool.take(need)
+                    req.num_blocks += need
+            else:
+                req.num_computed += n_new
+                if req.num_computed == req.num_tokens:  # the step samples a token
+                    req.num_tokens += 1
+                    req.num_generated += 1
+                    if req.num_generated == 1:
+                        req.first_token_ms = now_ms
+                if caching and req.held_shared < len(req.shared_keys):
+                    self._promote_shared(req)
+            if req.num_generated >= req.output_len or (
+                self.config.prefill_only and req.num_generated >= 1
+            ):
+                finished.append(req)
+        if finished:
+            done = set(finished)
+            self.running = [r for r in self.running if r not in done]
+            for req in finished:
+                self._free(req, keep_private=False)
+                req.finish_ms = now_ms
+                if self.on_finish is not None:
+                    self.on_finish(req, now_ms)
+        return self._start_step(now_ms)
+
+    def attach(self, loop: EventLoop) -> None:
+        self.loop = loop
