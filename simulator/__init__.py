@@ -1,1 +1,40 @@
 """simulator: analytical serving model and discrete-event serving engine."""
+
+# --- serving engine, workloads and traces (issue 5): imported lazily on first use ---
+_ENGINE_API = {
+    "Cluster": "simulator.cluster",
+    "Deployment": "simulator.cluster",
+    "KVTransfer": "simulator.cluster",
+    "Replica": "simulator.cluster",
+    "single_replica": "simulator.cluster",
+    "EngineConfig": "simulator.engine",
+    "EventLoop": "simulator.engine",
+    "ServingEngine": "simulator.engine",
+    "StepNoise": "simulator.engine",
+    "SLA": "simulator.metrics",
+    "SimulationResult": "simulator.metrics",
+    "WindowObservation": "simulator.metrics",
+    "observations_frame": "simulator.metrics",
+    "to_prometheus": "simulator.metrics",
+    "window_observations": "simulator.metrics",
+    "LoadReport": "simulator.traces",
+    "Trace": "simulator.traces",
+    "load_trace": "simulator.traces",
+    "ConstantRate": "simulator.workloads",
+    "DiurnalRate": "simulator.workloads",
+    "LengthDistribution": "simulator.workloads",
+    "PiecewiseRate": "simulator.workloads",
+    "Workload": "simulator.workloads",
+    "arrival_times_s": "simulator.workloads",
+}
+
+
+def __getattr__(name: str) -> object:  # PEP 562: lazy exports
+    if name in _ENGINE_API:
+        import importlib
+
+        return getattr(importlib.import_module(_ENGINE_API[name]), name)
+    raise AttributeError(f"module 'simulator' has no attribute {name!r}")
+
+
+# --- end issue 5 ---
