@@ -1016,7 +1016,7 @@ class OnlinePC:
         knowledge = _build_knowledge(p, self.tiers, self.forbidden, self.required)
         forbid, req = knowledge.forbidden, knowledge.required
         complete = (~np.eye(p, dtype=bool) & ~(forbid & forbid.T)) | req | req.T
-        complete &= ~(forbid.T & ~forbid)  # only j -> i allowed: drop the i -> j half
+        complete &= ~(forbid & ~forbid.T)  # only j -> i allowed: drop the i -> j half
         complete &= ~req.T
         self.p_ = p
         self.statistics_: dict[int, SufficientStatistics] = {}
@@ -1041,7 +1041,7 @@ class OnlinePC:
     def update(self, row: object, intervened: int = -1) -> None:
         """Add one row (``intervened``: the node it intervened on, ``-1`` if observational)."""
         if not hasattr(self, "p_"):
-            self._start(_as_row(row, None).shape[0])
+            self._start(_as_row(row, None, "row 0").shape[0])
         x = _as_row(row, self.p_, f"row {self.n_rows_}")
         k = self._regime(intervened)
         self.statistics_.setdefault(k, SufficientStatistics(self.p_)).update(x)
