@@ -13,6 +13,7 @@ import click
 
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("causal_tuner.demo", "demo"),
+    "search": ("simulator.cli_search", "search"),
 }
 
 

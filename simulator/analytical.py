@@ -29,7 +29,6 @@ import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from scipy import stats
 
 from simulator.memory import DEFAULT_CUDA_GRAPH_SIZES, MemoryBreakdown
 from simulator.step_time import AnalyticalStepModel
@@ -319,22 +318,16 @@ def _replica_at_rate(
 
     def prefill_service(tokens: float) -> tuple[float, int]:
         n, last = _chunks(tokens, chunk_budget)
-        total = 0.0
-        for i in range(n):
-            new = chunk_budget if i < n - 1 else last
-            ctx = i * chunk_budget
-            stage = (
-                model.token_time_ms(new + d_in_mixed)
-                + model.lm_head_time_ms(1 + d_in_mixed)
-                + model.prefill_attention_ms(new, ctx)
+        total = sum(
+            model.mixed_step_ms(
+                chunk_budget if i < n - 1 else last,
+                i * chunk_budget,
+                d_in_mixed,
+                kv_mean,
+                eager=not graphs,
             )
-            if d_in_mixed >= 0.5:
-                stage += model.decode_attention_ms(d_in_mixed, kv_mean)
-            step = stage * model.parallel.pp + model.overhead.step_ms
-            step += (
-                model._kernels_per_step * model.parallel.pp * model.overhead.eager_kernel_us / 1e3
-            )
-            total += step
+            for i in range(n)
+        )
         return total, n
 
     service, n_chunks = prefill_service(isl)
@@ -354,7 +347,8 @@ def _replica_at_rate(
         tpot = 1.0 / steps_per_ms
         # p90 over requests: prefills overlapping one request's decode phase ~ Poisson
         k_mean = lam * decode_phase * tpot
-        k90 = float(stats.poisson.ppf(0.9, k_mean)) if k_mean > 0 else 0.0
+        # normal approximation of the Poisson 90th percentile (k_mean is usually >> 1)
+        k90 = k_mean + 1.2816 * math.sqrt(k_mean)
         per_prefill_ms = service - (n_chunks * tau_d if mixed else 0.0)
         tpot_p90 = tau_d + max(per_prefill_ms, 0.0) * k90 / max(decode_phase, 1.0)
         tpot_p90 = max(tpot_p90, tpot)
@@ -426,7 +420,7 @@ def estimate_aggregated(
             rep = _replica_at_rate(
                 model, lam, running_cap, isl, osl, isl_p90, batching, mixed, queue, tpot
             )
-            if not math.isfinite(rep.tpot) or abs(rep.tpot - tpot) <= 1e-4 * max(tpot, 1e-9):
+            if not math.isfinite(rep.tpot) or abs(rep.tpot - tpot) <= 1e-3 * max(tpot, 1e-9):
                 break
             tpot = 0.5 * (tpot + rep.tpot)
         return rep
@@ -458,7 +452,7 @@ def estimate_aggregated(
                 hi = mid
             else:
                 lo = mid
-            if hi - lo <= 1e-6 * hi:
+            if hi - lo <= 2e-3 * hi:
                 break
         rep = solve(lo, tpot_guess)
         cycle = rep.ttft + max(osl - 1, 0) * rep.tpot
@@ -542,22 +536,9 @@ def estimate_disaggregated(
 
     def service(tokens: float) -> float:
         n, last = _chunks(tokens, budget)
-        total = 0.0
-        for i in range(n):
-            new = budget if i < n - 1 else last
-            stage = (
-                prefill.token_time_ms(new)
-                + prefill.lm_head_time_ms(1)
-                + prefill.prefill_attention_ms(new, i * budget)
-            )
-            total += stage * prefill.parallel.pp + prefill.overhead.step_ms
-            total += (
-                prefill._kernels_per_step
-                * prefill.parallel.pp
-                * prefill.overhead.eager_kernel_us
-                / 1e3
-            )
-        return total
+        return sum(
+            prefill.mixed_step_ms(budget if i < n - 1 else last, i * budget) for i in range(n)
+        )
 
     s_p = service(isl)
     s_p90 = service(isl_p90) if isl_p90 != isl else s_p
@@ -578,7 +559,7 @@ def estimate_disaggregated(
             new = decode.decode_step_ms(
                 max(round(d), 1), kv_mean, cuda_graphs=decode_batching.cuda_graphs
             )
-            if abs(new - tpot) <= 1e-4 * tpot:
+            if abs(new - tpot) <= 1e-3 * tpot:
                 tpot = new
                 break
             tpot = 0.5 * (tpot + new)
@@ -602,7 +583,7 @@ def estimate_disaggregated(
                 hi = mid
             else:
                 lo = mid
-            if hi - lo <= 1e-6 * hi:
+            if hi - lo <= 2e-3 * hi:
                 break
         lam = lo
         ttft, tpot, rho, wait, d = at_rate(lam)

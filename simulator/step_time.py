@@ -171,6 +171,7 @@ class AnalyticalStepModel:
         self._decode_ms: dict[tuple[int, int], float] = {}
         self._prefill_ms: dict[tuple[int, int], float] = {}
         self._sources: dict[str, int] = {}
+        self._mixed_ms: dict[tuple[int, int, int, int, bool], float] = {}
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -346,8 +347,11 @@ class AnalyticalStepModel:
     ) -> float:
         """A decode-only step of ``batch_size`` sequences at a mean KV length (fast path)."""
         padded = None
-        if cuda_graphs and capture_sizes and batch_size <= max(capture_sizes):
-            padded = int(min(s for s in capture_sizes if s >= batch_size))
+        if cuda_graphs and capture_sizes:
+            sizes = self._sorted_sizes(capture_sizes)
+            i = bisect.bisect_left(sizes, batch_size)
+            if i < len(sizes):
+                padded = sizes[i]
         tokens = padded or batch_size
         ms = (
             self.token_time_ms(tokens)
@@ -359,6 +363,44 @@ class AnalyticalStepModel:
             self.token_time_ms(1)
             ms += self._kernels_per_step * self.parallel.pp * self.overhead.eager_kernel_us / 1e3
         return ms
+
+    def mixed_step_ms(
+        self,
+        new_tokens: float,
+        context_tokens: float = 0.0,
+        decode_batch: float = 0.0,
+        decode_kv_tokens: float = 0.0,
+        *,
+        eager: bool = False,
+    ) -> float:
+        """A step carrying one prefill chunk plus ``decode_batch`` decodes (memoised on
+        rounded arguments; the fast path of the analytical estimates). ``eager`` adds kernel
+        launch gaps (vLLM V1 otherwise runs mixed steps under piecewise CUDA graphs)."""
+        key = (
+            round(new_tokens),
+            round(context_tokens),
+            round(decode_batch),
+            round(decode_kv_tokens),
+            bool(eager),
+        )
+        ms = self._mixed_ms.get(key)
+        if ms is None:
+            new, ctx, dec, kv, _ = key
+            stage = self.token_time_ms(new + dec) + self.lm_head_time_ms(1 + dec)
+            stage += self.prefill_attention_ms(new, ctx)
+            if dec > 0:
+                stage += self.decode_attention_ms(dec, kv)
+            ms = stage * self.parallel.pp + self.overhead.step_ms
+            if eager:
+                kernels = self._kernels_per_step * self.parallel.pp
+                ms += kernels * self.overhead.eager_kernel_us / 1e3
+            self._mixed_ms[key] = ms
+        return ms
+
+    @staticmethod
+    @lru_cache(maxsize=32)
+    def _sorted_sizes(capture_sizes: tuple[int, ...]) -> list[int]:
+        return sorted(int(s) for s in capture_sizes)
 
     def breakdown_ms(self, batch: BatchShape) -> dict[str, float]:
         """Exact (un-interpolated) per-role cost of one stage: op name -> ms."""
