@@ -162,6 +162,11 @@ class Cluster:
     def disaggregated(self) -> bool:
         return bool(self.prefill_replicas)
 
+    @property
+    def engines(self) -> tuple[ServingEngine, ...]:
+        """The engines of the last run (prefill pool first), for inspection after :meth:`run`."""
+        return tuple(getattr(self, "_engines", ()))
+
     # ------------------------------------------------------------------ set-up of one run
     def _build(self, seed: int | np.random.Generator | None) -> None:
         specs = [*self.prefill_replicas, *self.replicas]
@@ -254,14 +259,15 @@ class Cluster:
     def _run_loop(self, until_ms: float, progress: bool, total_ms: float, desc: str) -> int:
         if not progress:
             return self._loop.run(until_ms)
-        total_s = max(total_ms / 1000.0, 1e-9) if math.isfinite(total_ms) else None
+        total_s = max(1, math.ceil(total_ms / 1000.0)) if math.isfinite(total_ms) else None
         with tqdm(total=total_s, desc=desc, unit="sim-s", leave=False) as bar:
 
             def advance(now_ms: float) -> None:
-                target = now_ms / 1000.0
+                target = int(now_ms // 1000.0)
                 if total_s is not None:
                     target = min(target, total_s)
-                bar.update(target - bar.n)
+                if target > bar.n:
+                    bar.update(target - bar.n)
 
             return self._loop.run(until_ms, on_progress=advance)
 

@@ -1,0 +1,366 @@
+"""The discrete-event serving engine against a linear test-double cost model.
+
+The engine is model-agnostic (it only calls ``StepCostModel.step_time_ms``), so these tests
+price steps with a transparent linear model whose step times can be computed by hand.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from simulator import (
+    Cluster,
+    EngineConfig,
+    EventLoop,
+    KVTransfer,
+    Replica,
+    StepNoise,
+    Trace,
+    single_replica,
+)
+from simulator.batch import BatchShape
+
+
+class LinearCost:
+    """``base + per_prefill_token * new + per_kv_token * decode KV + per_seq * decodes`` (ms)."""
+
+    def __init__(self, base=5.0, prefill=0.01, kv=1e-4, seq=0.05, record=False):
+        self.base, self.prefill, self.kv, self.seq = base, prefill, kv, seq
+        self.calls: list[BatchShape] | None = [] if record else None
+
+    def step_time_ms(self, batch: BatchShape) -> float:
+        if self.calls is not None:
+            self.calls.append(batch)
+        return (
+            self.base
+            + self.prefill * float(batch.prefill_new_tokens.sum())
+            + self.kv * float(batch.decode_context_tokens.sum())
+            + self.seq * len(batch.decode_context_tokens)
+        )
+
+
+def quiet(**kw) -> EngineConfig:
+    return EngineConfig(step_noise_cv=0.0, **kw)
+
+
+def run_one(trace, config=None, model=None, blocks=100_000, seed=0):
+    cluster = single_replica(config or quiet(), model or LinearCost(), blocks)
+    return cluster.run(trace, seed=seed), cluster
+
+
+# ------------------------------------------------------------------ event loop
+def test_event_loop_orders_by_time_then_priority_then_insertion():
+    loop = EventLoop()
+    seen = []
+
+    def h(now, tag):
+        seen.append(tag)
+
+    loop.schedule(5.0, 1, h, "t5-p1-first")
+    loop.schedule(5.0, 0, h, "t5-p0")
+    loop.schedule(5.0, 1, h, "t5-p1-second")
+    loop.schedule(1.0, 9, h, "t1")
+    assert loop.run() == 4
+    assert seen == ["t1", "t5-p0", "t5-p1-first", "t5-p1-second"]
+    with pytest.raises(ValueError, match="before the clock"):
+        loop.schedule(1.0, 0, h, None)
+
+
+# ------------------------------------------------------------------ exact timings
+def test_single_request_ttft_and_tpot_match_the_cost_model_by_hand():
+    model = LinearCost()
+    res, _ = run_one(Trace([0.0], [1000], [5]), model=model)
+    row = res.requests.iloc[0]
+    prefill = 5.0 + 0.01 * 1000
+    assert row["ttft_ms"] == pytest.approx(prefill)
+    # decode steps k = 1..4 read KV of 1000 + k tokens
+    decodes = [5.0 + 1e-4 * (1000 + k) + 0.05 for k in range(1, 5)]
+    assert row["e2e_ms"] == pytest.approx(prefill + sum(decodes))
+    assert row["tpot_ms"] == pytest.approx(sum(decodes) / 4)
+    assert row["queue_ms"] == 0.0
+    assert row["status"] == "ok"
+
+
+def test_chunked_prefill_splits_a_long_prompt_over_steps():
+    res, _ = run_one(Trace([0.0], [2500], [2]), quiet(max_num_batched_tokens=1000))
+    # chunks of 1000, 1000, 500 tokens
+    expected = 3 * 5.0 + 0.01 * 2500
+    assert res.requests["ttft_ms"].iloc[0] == pytest.approx(expected)
+    steps = res.steps
+    assert steps["prefill_tokens"].tolist()[:3] == [1000, 1000, 500]
+
+
+def test_prompt_longer_than_budget_without_chunking_is_rejected_and_reported():
+    trace = Trace([0.0, 1.0], [3000, 100], [4, 4])
+    res, _ = run_one(trace, quiet(max_num_batched_tokens=2048, enable_chunked_prefill=False))
+    assert res.requests["status"].tolist() == ["rejected", "ok"]
+    assert "max_num_batched_tokens" in res.requests["reject_reason"].iloc[0]
+    assert res.summary()["rejected"] == 1
+
+
+def test_max_model_len_and_kv_capacity_rejections_are_counted_not_dropped():
+    trace = Trace([0.0, 0.0, 0.0], [100, 5000, 300], [10, 10, 10])
+    res, _ = run_one(trace, quiet(max_model_len=4096), blocks=200)
+    assert res.requests["status"].tolist() == ["ok", "rejected", "ok"]
+    res2, _ = run_one(Trace([0.0], [5000], [10]), quiet(), blocks=100)  # 100 blocks = 1600 tokens
+    assert res2.requests["status"].iloc[0] == "rejected"
+    assert "KV blocks" in res2.requests["reject_reason"].iloc[0]
+
+
+# ------------------------------------------------------------------ scheduler behaviour
+def test_max_num_seqs_caps_the_running_batch_and_queues_the_rest():
+    trace = Trace(np.zeros(20), np.full(20, 50), np.full(20, 30))
+    res, _ = run_one(trace, quiet(max_num_seqs=4))
+    assert res.steps["running"].max() == 4
+    assert (res.requests["status"] == "ok").all()
+    # later requests wait for a slot
+    assert res.requests["queue_ms"].iloc[-1] > 0
+    assert res.requests["queue_ms"].iloc[0] == 0
+
+
+def test_cuda_graph_batch_padding_only_on_decode_only_steps():
+    model = LinearCost(record=True)
+    trace = Trace([0.0, 0.0, 0.0], [64, 64, 64], [6, 6, 6])
+    run_one(trace, quiet(decode_span_steps=1), model=model)
+    mixed = [b for b in model.calls if len(b.prefill_new_tokens)]
+    decode = [b for b in model.calls if not len(b.prefill_new_tokens)]
+    assert mixed and decode
+    assert all(b.cuda_graph_batch is None for b in mixed)
+    assert all(b.cuda_graph_batch == 4 for b in decode)  # 3 sequences padded to capture size 4
+    eager = LinearCost(record=True)
+    run_one(trace, quiet(cuda_graphs=False), model=eager)
+    assert all(b.cuda_graph_batch is None for b in eager.calls)
+
+
+def test_tiny_kv_cache_preempts_by_recompute_and_still_completes_everything():
+    trace = Trace(np.zeros(16), np.full(16, 200), np.full(16, 300))
+    small, cl = run_one(trace, quiet(), blocks=120)  # 1920 tokens for 16 x 500
+    large, _ = run_one(trace, quiet(), blocks=10_000)
+    assert small.num_preemptions > 0
+    assert large.num_preemptions == 0
+    assert (small.requests["status"] == "ok").all()
+    assert small.requests["output_tokens"].sum() == 16 * 300
+    assert small.requests["e2e_ms"].mean() > large.requests["e2e_ms"].mean()
+    # every block came back
+    pool = cl.engines[0].pool
+    assert pool.used == 0
+    assert pool.free_empty + len(pool.evictable) == pool.num_blocks
+
+
+def test_prefix_caching_hits_shared_hash_blocks_and_cuts_ttft():
+    shared = tuple(range(8))  # 8 x 512 = 4096 shared prefix tokens
+    hashes = [(*shared, 100 + i) for i in range(10)]
+    trace = Trace(
+        np.arange(10) * 2000.0, np.full(10, 4096 + 300), np.full(10, 5), hash_ids=tuple(hashes)
+    )
+    on, _ = run_one(trace, quiet(enable_prefix_caching=True))
+    off, _ = run_one(trace, quiet(enable_prefix_caching=False))
+    assert on.requests["prefix_hit_tokens"].iloc[0] == 0
+    assert (on.requests["prefix_hit_tokens"].iloc[1:] == 4096).all()
+    assert (off.requests["prefix_hit_tokens"] == 0).all()
+    assert on.requests["ttft_ms"].iloc[1:].mean() < 0.5 * off.requests["ttft_ms"].iloc[1:].mean()
+
+
+def test_priority_policy_serves_urgent_requests_first():
+    # a long request occupies the only slot; then a low-priority and an urgent one queue up
+    trace = Trace([0.0, 1.0, 2.0], [100, 100, 100], [50, 5, 5], priority=[0, 5, 0])
+    fcfs, _ = run_one(trace, quiet(max_num_seqs=1, scheduling_policy="fcfs"))
+    prio, _ = run_one(trace, quiet(max_num_seqs=1, scheduling_policy="priority"))
+    f, p = fcfs.requests.set_index("request_id"), prio.requests.set_index("request_id")
+    assert f.loc[1, "first_token_ms"] < f.loc[2, "first_token_ms"]
+    assert p.loc[2, "first_token_ms"] < p.loc[1, "first_token_ms"]
+
+
+# ------------------------------------------------------------------ decode spans
+@pytest.mark.parametrize("seed", [0, 1])
+def test_decode_spans_match_step_by_step_simulation(seed):
+    rng = np.random.default_rng(seed)
+    n = 60
+    trace = Trace(
+        np.sort(rng.uniform(0, 3000, n)), rng.integers(10, 2000, n), rng.integers(1, 200, n)
+    )
+    slow, _ = run_one(trace, quiet(decode_span_steps=1, max_num_seqs=16), blocks=600)
+    fast, _ = run_one(trace, quiet(max_num_seqs=16), blocks=600)
+    assert fast.events < slow.events
+    for col in ("ttft_ms", "e2e_ms", "finish_ms"):
+        np.testing.assert_allclose(fast.requests[col], slow.requests[col], rtol=1e-9, atol=1e-6)
+    assert fast.num_preemptions == slow.num_preemptions
+    assert fast.num_steps == slow.num_steps
+
+
+# ------------------------------------------------------------------ noise and determinism
+def test_step_noise_has_mean_one_and_the_requested_cv():
+    f = StepNoise(0.2).factors(np.random.default_rng(3), 200_000)
+    assert f.mean() == pytest.approx(1.0, abs=0.003)
+    assert f.std() / f.mean() == pytest.approx(0.2, rel=0.02)
+    assert np.all(StepNoise(0.0).factors(np.random.default_rng(3), 5) == 1.0)
+
+
+def test_same_seed_identical_results_other_seed_different():
+    rng = np.random.default_rng(5)
+    trace = Trace(
+        np.sort(rng.uniform(0, 5000, 80)), rng.integers(10, 3000, 80), rng.integers(1, 300, 80)
+    )
+    cfg = EngineConfig(step_noise_cv=0.1, max_num_seqs=8)
+    a, _ = run_one(trace, cfg, seed=11)
+    b, _ = run_one(trace, cfg, seed=11)
+    c, _ = run_one(trace, cfg, seed=12)
+    assert a.requests.equals(b.requests)
+    assert not np.allclose(a.requests["e2e_ms"], c.requests["e2e_ms"])
+
+
+# ------------------------------------------------------------------ invariants
+@given(
+    n=st.integers(1, 25),
+    seqs=st.integers(1, 12),
+    budget=st.sampled_from([64, 256, 2048]),
+    blocks=st.integers(40, 400),
+    chunked=st.booleans(),
+    caching=st.booleans(),
+    block_size=st.sampled_from([16, 32]),
+    seed=st.integers(0, 10_000),
+)
+def test_every_request_ends_and_every_block_returns(
+    n, seqs, budget, blocks, chunked, caching, block_size, seed
+):
+    rng = np.random.default_rng(seed)
+    hashes = tuple((0, 1, int(rng.integers(2, 5))) for _ in range(n))
+    trace = Trace(
+        np.sort(rng.uniform(0, 500, n)),
+        rng.integers(1, 1800, n),
+        rng.integers(1, 120, n),
+        hash_ids=hashes,
+    )
+    cfg = EngineConfig(
+        max_num_seqs=seqs,
+        max_num_batched_tokens=budget,
+        enable_chunked_prefill=chunked,
+        enable_prefix_caching=caching,
+        block_size=block_size,
+        step_noise_cv=0.05,
+    )
+    res, cl = run_one(trace, cfg, blocks=blocks, seed=seed)
+    r = res.requests
+    assert len(r) == n and set(r["status"]) <= {"ok", "rejected"}
+    ok = r[r["status"] == "ok"]
+    assert (ok["first_token_ms"] >= ok["arrival_ms"]).all()
+    assert (ok["finish_ms"] >= ok["first_token_ms"]).all()
+    assert (ok["first_scheduled_ms"] >= ok["arrival_ms"]).all()
+    assert (res.steps["running"] <= seqs).all()
+    assert (res.steps["kv_used_blocks"] <= blocks).all()
+    pool = cl.engines[0].pool
+    assert pool.used == 0 and pool.free_empty >= 0
+    assert pool.free_empty + len(pool.evictable) == pool.num_blocks
+    tokens = res.steps["prefill_tokens"] + res.steps["decode_seqs"]
+    assert (tokens <= budget).all()
+
+
+# ------------------------------------------------------------------ cluster
+def test_round_robin_and_least_loaded_routing():
+    trace = Trace(np.arange(40) * 1.0, np.full(40, 100), np.full(40, 20))
+    reps = [Replica(quiet(), LinearCost(), 10_000) for _ in range(4)]
+    rr = Cluster(reps, router="round_robin").run(trace)
+    assert rr.requests["replica"].value_counts().tolist() == [10, 10, 10, 10]
+    # one slow replica: least-loaded sends it fewer requests
+    slow = Replica(quiet(), LinearCost(base=50.0), 10_000)
+    ll = Cluster([slow, reps[0]], router="least_loaded").run(
+        Trace(np.arange(200) * 5.0, np.full(200, 100), np.full(200, 20))
+    )
+    counts = ll.requests["replica"].value_counts()
+    assert counts[0] < counts[1]
+
+
+def test_replicas_can_run_different_configs_at_once():
+    trace = Trace(np.zeros(64), np.full(64, 128), np.full(64, 64))
+    cl = Cluster(
+        [
+            Replica(quiet(max_num_seqs=4), LinearCost(), 10_000),
+            Replica(quiet(max_num_seqs=64), LinearCost(), 10_000),
+        ]
+    )
+    res = cl.run(trace)
+    by = res.requests.groupby("replica")
+    assert by["tpot_ms"].mean()[0] < by["tpot_ms"].mean()[1]
+    assert by["ttft_ms"].mean()[0] > by["ttft_ms"].mean()[1]
+
+
+def test_disaggregated_prefill_decode_with_kv_transfer():
+    trace = Trace(np.arange(10) * 100.0, np.full(10, 1000), np.full(10, 20))
+    xfer = KVTransfer(kv_bytes_per_token=131072.0, bandwidth_gb_s=50.0, latency_ms=1.0)
+    cl = Cluster(
+        [Replica(quiet(), LinearCost(), 10_000)],
+        prefill_replicas=[Replica(quiet(), LinearCost(), 10_000)],
+        kv_transfer=xfer,
+    )
+    res = cl.run(trace)
+    r = res.requests
+    assert (r["status"] == "ok").all()
+    assert (r["replica"] == 1).all()  # finished on the decode replica
+    # TTFT is the prefill step alone; the first decode token waits for the transfer
+    assert r["ttft_ms"].iloc[0] == pytest.approx(5.0 + 10.0)
+    transfer = xfer.time_ms(1000)
+    assert transfer == pytest.approx(1.0 + 1000 * 131072 / 5e10 * 1e3)
+    assert r["e2e_ms"].iloc[0] > r["ttft_ms"].iloc[0] + transfer
+    prefill_steps = res.steps[res.steps["replica"] == 0]
+    assert (prefill_steps["decode_seqs"] == 0).all()
+
+
+def test_closed_loop_keeps_concurrency_clients_busy():
+    from simulator import LengthDistribution
+
+    cl = single_replica(quiet(), LinearCost(), 10_000)
+    res = cl.run_closed_loop(8, LengthDistribution.fixed(128, 32), num_requests=200, seed=0)
+    assert len(res.requests) == 200 and (res.requests["status"] == "ok").all()
+    assert res.steps["running"].max() == 8
+    # a request is sent only when an earlier one finishes: at most 8 outstanding at any time
+    arr = res.requests["arrival_ms"].to_numpy()
+    fin = np.sort(res.requests["finish_ms"].to_numpy())
+    assert all(np.sum(fin <= t) >= i - 7 for i, t in enumerate(arr))
+
+
+# ------------------------------------------------------------------ validation
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"max_num_seqs": 0}, "max_num_seqs"),
+        ({"max_num_batched_tokens": 1.5}, "max_num_batched_tokens"),
+        ({"gpu_memory_utilization": 1.2}, "gpu_memory_utilization"),
+        ({"scheduling_policy": "lifo"}, "scheduling_policy"),
+        ({"step_noise_cv": -1.0}, "cv"),
+        ({"num_kv_blocks": 0}, "num_kv_blocks"),
+        ({"cuda_graphs": "yes"}, "cuda_graphs"),
+    ],
+)
+def test_engine_config_rejects_bad_values_by_name(kw, match):
+    with pytest.raises(ValueError, match=match):
+        EngineConfig(**kw)
+
+
+def test_cluster_rejects_bad_construction():
+    with pytest.raises(ValueError, match="at least one replica"):
+        Cluster([])
+    with pytest.raises(ValueError, match="router"):
+        Cluster([Replica(quiet(), LinearCost(), 10)], router="random")
+    with pytest.raises(ValueError, match="kv_transfer"):
+        Cluster(
+            [Replica(quiet(), LinearCost(), 10)],
+            prefill_replicas=[Replica(quiet(), LinearCost(), 10)],
+        )
+    with pytest.raises(ValueError, match="step_time_ms"):
+        Replica(quiet(), object(), 10)
+    with pytest.raises(ValueError, match="concurrency"):
+        single_replica(quiet(), LinearCost(), 10).run_closed_loop(0, None, 10)
+
+
+def test_step_model_returning_garbage_is_reported():
+    class Broken:
+        def step_time_ms(self, batch):
+            return math.nan
+
+    with pytest.raises(ValueError, match="finite"):
+        single_replica(quiet(), Broken(), 1000).run(Trace([0.0], [10], [2]))
