@@ -13,7 +13,9 @@ import click
 
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("causal_tuner.demo", "demo"),
+    "perfdb": ("perfdb.cli", "perfdb"),
     "search": ("simulator.cli_search", "search"),
+    "replay": ("simulator.cli_replay", "replay"),
 }
 
 
