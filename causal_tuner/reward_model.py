@@ -1,0 +1,388 @@
+"""The causal reward model behind the tuner's BA-UCB: effects of configs, adjusted for load.
+
+One round is one window of serving (``DESIGN.md``). Its observation has four tiers: context
+(load), knobs (the config), mediators (engine state) and the reward. This module estimates, for
+every feasible config ``c`` and the *current* context ``w``, the expected reward
+``mu(c, w) = E[Y | do(config = c), w]`` with a variance, from three sources:
+
+* **prior** — the analytical model's price ``pi(c, w)`` with a variance from its measured error;
+* **history** — recorded windows (``source == "history"``) in which knobs may have been set
+  *because of* load (an autoscaler); valid only after backdoor adjustment;
+* **experiments** — the tuner's own windows, in which the knobs have no parents.
+
+Estimation (our derivation, following ``DESIGN.md`` steps 1-5):
+
+1. Structure: PC (``causal_tuner.structure.PC``) with tiered background knowledge over
+   ``[context, knobs, mediators, reward]`` on the history rows. The adjustment set ``Z`` is the
+   union, over knobs, of the first backdoor set that ``causal_tuner.backdoor.adjustment_sets``
+   returns (restricted to context: the other knobs are in the regression anyway). Context nodes
+   that the graph makes parents of the reward join ``Z`` too: they cannot open a backdoor path
+   (tier 0) and they cut variance. With too little history, ``Z`` is every context node, which
+   is always a valid set under the tiers (no context node is a descendant of a knob).
+2. The reward's deviation from the prior, ``r = Y - pi(c, w)``, is regressed on
+   ``[1, phi(c), Z - z_now]`` where ``phi`` is the knob encoding (:meth:`KnobSpace.encode`,
+   which lets a linear model express any per-level effect). The intercept is free (it absorbs
+   an error the prior makes on every config alike); the knob coefficients get a Gaussian prior
+   ``N(0, tau^2 / K)`` for K knobs, where ``tau`` is the prior's error on one config's reward.
+   ``tau`` starts at ``prior_rel_error * scale`` (the analytical model's measured error) and is
+   updated by empirical Bayes from the spread of the tuner's per-config residuals (a
+   pseudo-count of two configs keeps the measured value until data says otherwise): an
+   accurate prior thus earns a tight band and little exploration, a biased one a wide band.
+   Mediators never enter (they would cut the effect being estimated).
+3. The fit is done twice, on history rows (observational) and on experimental rows; each gives
+   ``mu_o(c), V_o(c)`` and ``mu_e(c), V_e(c)``.
+4. Per config, the two are combined by inverse variance, unless they disagree beyond their
+   joint confidence (``|mu_o - mu_e| > guard_z * sqrt(V_o + V_e)``): then the observational side
+   is dropped for that config (a wrong adjustment set must not lock in a bad arm).
+5. Interactions the additive encoding cannot express are caught by a per-config random effect
+   ``u_c ~ N(0, (tau/2)^2)`` shrunk towards each config's own mean residual, so the estimate of a
+   config that is pulled often converges to its true mean whatever the encoding misses.
+
+The ``adjust=False`` variant is the *naive learner*: it regresses on the knobs alone and is
+fooled by confounded history; it exists to show that the adjustment matters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+
+from causal_tuner.backdoor import adjustment_sets
+from causal_tuner.knobs import KnobSpace
+from causal_tuner.objective import Objective
+from causal_tuner.store import FrozenTrial, TrialState
+from causal_tuner.structure import PC
+
+__all__ = ["CausalRewardModel", "ConfigEstimates", "PriorFn"]
+
+#: ``prior(configs, context) -> (mean reward per config, variance per config)``.
+PriorFn = Callable[[Sequence[Mapping], Mapping[str, float]], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ConfigEstimates:
+    """Estimated reward of each candidate config at the current context."""
+
+    mean: np.ndarray
+    var: np.ndarray
+    observational_dropped: np.ndarray  # bool per config: the bias guard fired
+    adjustment: tuple[str, ...]  # the context nodes adjusted for
+
+
+class CausalRewardModel:
+    """Backdoor-adjusted, prior-anchored estimates of every config's reward.
+
+    Parameters
+    ----------
+    space : KnobSpace
+    objective : Objective
+    context_keys : sequence of str
+        Tier-0 observation keys (load).
+    mediator_keys : sequence of str
+        Tier-2 observation keys (engine state); used only for structure learning.
+    prior : PriorFn, optional
+        The analytical price of configs at a context; ``None`` means a flat prior (mean 0, the
+        knob coefficients then get a vague prior).
+    prior_rel_error : float
+        Relative error of the prior's reward, measured (see ``causal_tuner.prior``); sets the
+        prior variance of the knob effects.
+    adjust : bool
+        ``False`` gives the naive learner (no context in the regression, history pooled).
+    guard_z : float
+        Bias-guard threshold in joint standard deviations.
+    pc_alpha : float
+        Significance level of PC's Fisher-z tests.
+    min_history_for_structure : int
+        Fewer history rows than this: adjust for every context node instead of learning.
+    """
+
+    def __init__(
+        self,
+        space: KnobSpace,
+        objective: Objective,
+        context_keys: Sequence[str],
+        mediator_keys: Sequence[str] = (),
+        *,
+        prior: PriorFn | None = None,
+        prior_rel_error: float = 0.25,
+        adjust: bool = True,
+        guard_z: float = 3.0,
+        pc_alpha: float = 0.01,
+        min_history_for_structure: int = 30,
+    ) -> None:
+        if not (prior_rel_error > 0 and math.isfinite(prior_rel_error)):
+            raise ValueError(f"prior_rel_error must be > 0, got {prior_rel_error!r}")
+        self.space = space
+        self.objective = objective
+        self.context_keys = tuple(context_keys)
+        self.mediator_keys = tuple(mediator_keys)
+        self.prior = prior
+        self.prior_rel_error = float(prior_rel_error)
+        self.adjust = adjust
+        self.guard_z = float(guard_z)
+        self.pc_alpha = float(pc_alpha)
+        self.min_history_for_structure = int(min_history_for_structure)
+        self.adjustment_: tuple[str, ...] = self.context_keys if adjust else ()
+        self.graph_: nx.DiGraph | None = None
+        self._prior_cache: dict[tuple[str, int], float] = {}
+
+    # ------------------------------------------------------------------ structure
+    def learn_adjustment(self, history: Sequence[FrozenTrial]) -> tuple[str, ...]:
+        """Step 1: the context nodes to adjust for, learned from history rows."""
+        if not self.adjust:
+            self.adjustment_ = ()
+            return self.adjustment_
+        rows = [t for t in history if t.source == "history" and t.state is TrialState.COMPLETE]
+        if len(rows) < self.min_history_for_structure or not self.context_keys:
+            self.adjustment_ = self.context_keys
+            return self.adjustment_
+        knob_names = list(self.space.names)
+        nodes = [*self.context_keys, *knob_names, *self.mediator_keys, "reward"]
+        data = np.array(
+            [
+                [
+                    *(float(t.observation[k]) for k in self.context_keys),
+                    *(self._knob_number(name, t.config[name]) for name in knob_names),
+                    *(float(t.observation[k]) for k in self.mediator_keys),
+                    self.objective.reward(t.observation),
+                ]
+                for t in rows
+            ]
+        )
+        keep = np.nanstd(data, axis=0) > 1e-12  # constant columns carry no information
+        if not keep[-1]:
+            self.adjustment_ = self.context_keys
+            return self.adjustment_
+        cols = np.flatnonzero(keep)
+        names = [nodes[i] for i in cols]
+        tiers = [
+            [i for i, n in enumerate(names) if n in self.context_keys],
+            [i for i, n in enumerate(names) if n in knob_names],
+            [i for i, n in enumerate(names) if n in self.mediator_keys],
+            [len(names) - 1],
+        ]
+        pc = PC(alpha=self.pc_alpha, tiers=[t for t in tiers if t]).fit(data[:, cols])
+        adj = np.asarray(pc.adjacency_)
+        graph = nx.DiGraph()
+        graph.add_nodes_from(range(len(names)))
+        for i, j in zip(*np.nonzero(adj), strict=True):
+            if adj[j, i] == 0:
+                graph.add_edge(int(i), int(j))
+        self.graph_ = nx.relabel_nodes(graph, dict(enumerate(names)))
+        reward = len(names) - 1
+        chosen: set[str] = set()
+        context_idx = set(tiers[0])
+        for knob in tiers[1]:
+            sets = adjustment_sets(pc.cpdag_, knob, reward)
+            if sets:
+                chosen |= {names[z] for z in sets[0] if z in context_idx}
+        # outcome predictors among the context (never colliders here: tier 0 has no knob parents)
+        chosen |= {names[z] for z in context_idx if adj[z, reward] and not adj[reward, z]}
+        self.adjustment_ = tuple(k for k in self.context_keys if k in chosen)
+        return self.adjustment_
+
+    def _knob_number(self, name: str, value: object) -> float:
+        knob = self.space.knob(name)
+        return float(value) if knob.ordered else float(knob.index(value))
+
+    # ------------------------------------------------------------------ estimation
+    def _prior_mean_var(
+        self, configs: Sequence[Mapping], context: Mapping[str, float]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.prior is None:
+            return np.zeros(len(configs)), np.full(len(configs), np.inf)
+        mean, var = self.prior(configs, context)
+        mean = np.asarray(mean, dtype=float)
+        var = np.asarray(var, dtype=float)
+        if mean.shape != (len(configs),) or var.shape != (len(configs),):
+            raise ValueError("prior must return one mean and one variance per config")
+        if not (np.all(np.isfinite(mean)) and np.all(var > 0)):
+            raise ValueError("prior returned a non-finite mean or a non-positive variance")
+        return mean, var
+
+    def _design(
+        self, configs: Sequence[Mapping], contexts: np.ndarray, z_now: np.ndarray
+    ) -> np.ndarray:
+        phi = self.space.encode_many(configs)
+        parts = [np.ones((len(configs), 1)), phi]
+        if self.adjustment_:
+            parts.append(contexts - z_now)
+        return np.hstack(parts)
+
+    def _fit(
+        self,
+        trials: Sequence[FrozenTrial],
+        z_now: np.ndarray,
+        scale: float,
+        coef_sd: float,
+    ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray] | None:
+        """Bayesian linear fit of the prior residual; (coef, cov, noise var, residuals)."""
+        if not trials:
+            return None
+        configs = [t.config for t in trials]
+        ctx = np.array(
+            [[float(t.observation[k]) for k in self.adjustment_] for t in trials]
+        ).reshape(len(trials), len(self.adjustment_))
+        y = np.array([self.objective.reward(t.observation) for t in trials])
+        pi = np.array([self._prior_at(t) for t in trials])
+        x = self._design(configs, ctx, z_now)
+        r = y - pi
+        k_phi = len(self.space.feature_names())
+        # precision of the coefficient prior: vague on the intercept and the context slopes
+        # (their scale is unknown), s^-2 on the knob effects (the prior's error, see step 2)
+        s = coef_sd
+        ctx_scale = (
+            np.maximum(np.abs(ctx).std(axis=0), 1e-9) if len(trials) > 1 else np.ones(ctx.shape[1])
+        )
+        prec = np.concatenate(
+            [[1e-6 / scale**2], np.full(k_phi, 1.0 / s**2), 1e-6 * ctx_scale**2 / scale**2]
+        )
+        n = len(trials)
+        # noise variance: residual spread after a ridge fit, floored by a small fraction of scale
+        a = x.T @ x
+        coef0 = np.linalg.solve(a + np.diag(prec) * (scale**2 * 1e-4 + 1e-12), x.T @ r)
+        dof = max(n - np.linalg.matrix_rank(x), 0)
+        rss = float(np.sum((r - x @ coef0) ** 2))
+        noise_floor = (0.01 * scale) ** 2
+        noise_var = (
+            max(rss / dof, noise_floor) if dof >= 2 else max((0.05 * scale) ** 2, noise_floor)
+        )
+        post_prec = a / noise_var + np.diag(prec)
+        cov = np.linalg.inv(post_prec)
+        coef = cov @ (x.T @ r) / noise_var
+        return coef, cov, noise_var, r - x @ coef
+
+    def _prior_at(self, trial: FrozenTrial) -> float:
+        """The prior's price of a finished trial's config at that trial's own context (cached:
+        a finished trial never changes)."""
+        if self.prior is None:
+            return 0.0
+        key = (trial.source, trial.trial_id)
+        if key not in self._prior_cache:
+            ctx = {
+                k: float(trial.observation[k]) for k in self.context_keys if k in trial.observation
+            }
+            mean, _ = self.prior([trial.config], ctx)
+            self._prior_cache[key] = float(np.asarray(mean)[0])
+        return self._prior_cache[key]
+
+    def estimate(
+        self,
+        configs: Sequence[Mapping],
+        trials: Sequence[FrozenTrial],
+        context: Mapping[str, float],
+    ) -> ConfigEstimates:
+        """Steps 2-5 for every config in ``configs`` at ``context``.
+
+        Parameters
+        ----------
+        configs : sequence of mapping
+            Candidate configs (feasible members of the space).
+        trials : sequence of FrozenTrial
+            Completed rounds (experiment and history sources).
+        context : mapping
+            The current load, e.g. the latest window's context keys.
+        """
+        missing = [k for k in self.context_keys if k not in context]
+        if missing:
+            raise ValueError(f"context lacks {missing}; the model needs {list(self.context_keys)}")
+        done = [t for t in trials if t.state is TrialState.COMPLETE]
+        pi, pi_var = self._prior_mean_var(configs, context)
+        flat = self.prior is None
+        rewards = [self.objective.reward(t.observation) for t in done]
+        if flat:
+            scale = float(np.std(rewards)) + float(np.mean(np.abs(rewards))) if rewards else 1.0
+        else:
+            scale = float(np.median(np.abs(pi))) or 1.0
+        scale = max(scale, 1e-9)
+        z_now = np.array([float(context[k]) for k in self.adjustment_])
+        x_c = self._design(configs, np.tile(z_now, (len(configs), 1)), z_now)
+
+        history = [t for t in done if t.source == "history"]
+        experiments = [t for t in done if t.source == "experiment"]
+        if not self.adjust:  # the naive learner pools everything, unadjusted
+            history, experiments = [*history, *experiments], []
+
+        def predict(fit):
+            coef, cov, _, _ = fit
+            return pi + x_c @ coef, np.einsum("ij,jk,ik->i", x_c, cov, x_c)
+
+        tau = self._prior_deviation_sd(experiments, scale, flat)
+        coef_sd = tau / math.sqrt(len(self.space.knobs))
+        fit_o = self._fit(history, z_now, scale, coef_sd)
+        fit_e = self._fit(experiments, z_now, scale, coef_sd)
+        if fit_o is None and fit_e is None:
+            mean = pi.copy()
+            var = pi_var if not flat else np.full(len(configs), scale**2 * 100.0)
+            dropped = np.zeros(len(configs), dtype=bool)
+        elif fit_e is None:
+            mean, var = predict(fit_o)
+            dropped = np.zeros(len(configs), dtype=bool)
+        elif fit_o is None:
+            mean, var = predict(fit_e)
+            dropped = np.zeros(len(configs), dtype=bool)
+        else:
+            mu_o, v_o = predict(fit_o)
+            mu_e, v_e = predict(fit_e)
+            dropped = np.abs(mu_o - mu_e) > self.guard_z * np.sqrt(v_o + v_e)
+            w_o = np.where(dropped, 0.0, 1.0 / v_o)
+            w_e = 1.0 / v_e
+            var = 1.0 / (w_o + w_e)
+            mean = var * (w_o * mu_o + w_e * mu_e)
+
+        # step 5: per-config interaction effect from the config's own residuals
+        own = fit_e if fit_e is not None else fit_o
+        own_trials = experiments if fit_e is not None else history
+        if own is not None:
+            _, _, noise_var, resid = own
+            omega2 = (tau / 2.0) ** 2
+            keys = [self._key(c) for c in configs]
+            index = {k: i for i, k in enumerate(keys)}
+            sums = np.zeros(len(configs))
+            counts = np.zeros(len(configs))
+            for t, e in zip(own_trials, resid, strict=True):
+                i = index.get(self._key(t.config))
+                if i is not None:
+                    sums[i] += e
+                    counts[i] += 1
+            u_prec = counts / noise_var + 1.0 / omega2
+            mean = mean + (sums / noise_var) / u_prec
+            var = var + 1.0 / u_prec
+        return ConfigEstimates(
+            mean=mean, var=var, observational_dropped=dropped, adjustment=self.adjustment_
+        )
+
+    def _prior_deviation_sd(
+        self, experiments: Sequence[FrozenTrial], scale: float, flat: bool
+    ) -> float:
+        """``tau``: the prior's error on one config's reward (measured, then empirical Bayes)."""
+        tau0 = (10.0 if flat else self.prior_rel_error) * scale
+        if flat:
+            return tau0
+        groups: dict[tuple, list[float]] = {}
+        for t in experiments:
+            r = self.objective.reward(t.observation) - self._prior_at(t)
+            groups.setdefault(self._key(t.config), []).append(r)
+        m = len(groups)
+        if m < 2:
+            return tau0
+        means = np.array([np.mean(g) for g in groups.values()])
+        counts = np.array([len(g) for g in groups.values()], dtype=float)
+        dof = counts.sum() - m
+        if dof >= 2:
+            noise_var = (
+                sum(float(np.sum((np.array(g) - np.mean(g)) ** 2)) for g in groups.values()) / dof
+            )
+        else:
+            noise_var = (0.05 * scale) ** 2
+        tau_hat2 = max(float(np.var(means, ddof=1)) - noise_var * float(np.mean(1.0 / counts)), 0.0)
+        pseudo = 2.0
+        tau2 = (pseudo * tau0**2 + (m - 1) * tau_hat2) / (pseudo + m - 1)
+        return math.sqrt(max(tau2, (0.005 * scale) ** 2))
+
+    def _key(self, config: Mapping) -> tuple:
+        return tuple(self.space.knob(n).index(config[n]) for n in self.space.names)
