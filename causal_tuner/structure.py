@@ -46,11 +46,13 @@ overriding an edge already oriented); then Meek's rules R1-R4 to closure.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
+from scipy import special
 from scipy import stats as sps
 
 __all__ = [
@@ -532,7 +534,8 @@ def _partial_correlations(subs: np.ndarray) -> np.ndarray:
     denom = np.sqrt(np.abs(inv[:, 0, 0] * inv[:, 1, 1]))
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(denom > 0, -inv[:, 0, 1] / denom, 0.0)
-    return np.clip(np.nan_to_num(r), -_R_MAX, _R_MAX)
+    r[~np.isfinite(r)] = 0.0
+    return np.clip(r, -_R_MAX, _R_MAX)
 
 
 class _RegimeFisherZ:
@@ -541,6 +544,7 @@ class _RegimeFisherZ:
     def __init__(self, statistics: Mapping[int, SufficientStatistics]) -> None:
         usable = sorted(k for k, s in statistics.items() if s.n_ >= 4)
         self.regimes = np.array(usable, dtype=int)
+        self.position = {k: r for r, k in enumerate(usable) if k >= 0}
         self.n = np.array([statistics[k].n_ for k in usable], dtype=float)
         p = next(iter(statistics.values())).p if statistics else 0
         self.corr = (
@@ -548,6 +552,7 @@ class _RegimeFisherZ:
             if usable
             else np.zeros((0, p, p))
         )
+        self._use_by_size: dict[int, np.ndarray] = {}
 
     @property
     def max_cond_size(self) -> int:
@@ -555,16 +560,44 @@ class _RegimeFisherZ:
         return int(self.n.max()) - 4 if self.n.size else -1
 
     def pvalue(self, i: int, j: int, cond: tuple[int, ...]) -> float:
-        involved = (i, j, *cond)
-        dof = self.n - len(cond) - 3
-        use = (dof >= 1) & ~np.isin(self.regimes, involved)
-        if not use.any():
+        size = len(cond)
+        use = self._use_by_size.get(size)
+        if use is None:
+            use = self._use_by_size[size] = self.n - size - 3 >= 1
+        excluded = [self.position[v] for v in (i, j, *cond) if v in self.position]
+        if excluded:
+            use = use.copy()
+            use[excluded] = False
+        rows = np.flatnonzero(use)
+        if rows.size == 0:
             return 0.0
-        idx = list(involved)
-        subs = self.corr[use][:, idx][:, :, idx]
-        r = _partial_correlations(subs)
-        stat = float(np.sum(np.arctanh(r) ** 2 * dof[use]))
-        return float(sps.chi2.sf(stat, df=int(use.sum())))
+        corr = self.corr
+        if rows.size == 1 and size <= 1:
+            m = corr[rows[0]]
+            if size == 0:
+                r = float(m[i, j])
+            else:
+                c = cond[0]
+                r_ic, r_jc = float(m[i, c]), float(m[j, c])
+                denom = math.sqrt(max((1.0 - r_ic * r_ic) * (1.0 - r_jc * r_jc), 0.0))
+                r = (float(m[i, j]) - r_ic * r_jc) / denom if denom > 0 else 0.0
+            r = min(max(r, -_R_MAX), _R_MAX)
+            z = abs(math.atanh(r)) * math.sqrt(self.n[rows[0]] - size - 3)
+            return math.erfc(z / math.sqrt(2.0))
+        if size == 0:
+            r = corr[rows, i, j]
+        elif size == 1:
+            c = cond[0]
+            r_ij, r_ic, r_jc = corr[rows, i, j], corr[rows, i, c], corr[rows, j, c]
+            denom = np.sqrt(np.maximum((1.0 - r_ic**2) * (1.0 - r_jc**2), 0.0))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = np.where(denom > 0, (r_ij - r_ic * r_jc) / denom, 0.0)
+        else:
+            idx = np.array([i, j, *cond])
+            r = _partial_correlations(corr[np.ix_(rows, idx, idx)])
+        r = np.clip(r, -_R_MAX, _R_MAX)
+        stat = float(np.sum(np.arctanh(r) ** 2 * (self.n[rows] - size - 3)))
+        return float(special.chdtrc(rows.size, stat))
 
     def pvalues_marginal(self) -> np.ndarray:
         """All pairwise marginal tests at once: a (p, p) matrix of p-values."""
@@ -580,7 +613,7 @@ class _RegimeFisherZ:
             df += mask
         out = np.zeros((p, p))
         has = df > 0
-        out[has] = sps.chi2.sf(stat[has], df[has])
+        out[has] = special.chdtrc(df[has], stat[has])
         return out
 
 
@@ -844,10 +877,11 @@ class PC:
         cache: dict[tuple[int, int, tuple[int, ...]], float] = {}
 
         def pvalue(i: int, j: int, cond: tuple[int, ...]) -> float:
-            key = (min(i, j), max(i, j), tuple(sorted(cond)))
-            if key not in cache:
-                cache[key] = test(key[0], key[1], key[2])
-            return cache[key]
+            key = (i, j, cond) if i < j else (j, i, cond)  # cond comes sorted
+            value = cache.get(key)
+            if value is None:
+                value = cache[key] = test(*key)
+            return value
 
         # level 0 (vectorized for Fisher z)
         if tester is not None:
@@ -863,18 +897,18 @@ class PC:
             snapshot = adj.copy()
             any_testable = False
             for i in range(p):
-                neighbours = np.flatnonzero(snapshot[i])
+                neighbours = np.flatnonzero(snapshot[i]).tolist()
                 for j in neighbours:
                     if not adj[i, j] or required_skeleton[i, j]:
                         continue
-                    candidates = [int(k) for k in neighbours if k != j]
+                    candidates = [k for k in neighbours if k != j]
                     if len(candidates) < level:
                         continue
                     any_testable = True
                     for cond in itertools.combinations(candidates, level):
-                        if pvalue(int(i), int(j), cond) > alpha:
+                        if pvalue(i, j, cond) > alpha:
                             adj[i, j] = adj[j, i] = False
-                            sepsets[frozenset((int(i), int(j)))] = cond
+                            sepsets[frozenset((i, j))] = cond
                             break
             if not any_testable:
                 break
