@@ -65,6 +65,7 @@ STEP_LOG_COLUMNS = (
     "waiting",
     "kv_used_blocks",
     "preemptions",
+    "sampled_tokens",
 )
 
 Event = tuple[float, int, Callable[[float, Any], Iterable["Event"] | None], Any]
@@ -674,18 +675,23 @@ class ServingEngine:
     # ------------------------------------------------------------------ steps
     def _price(
         self, sched: dict[Request, int], extra_decode_tokens: int = 0
-    ) -> tuple[float, int, bool]:
+    ) -> tuple[float, int, int]:
         """Cost-model time of the scheduled step, with decode KV lengths raised by
-        ``extra_decode_tokens``; also returns decode count and whether it is decode-only."""
+        ``extra_decode_tokens``; also returns the decode count and how many prefills finish
+        their prompt in this step (and so sample a token)."""
         pf_new: list[int] = []
         pf_ctx: list[int] = []
         dec: list[int] = []
+        completing = 0
         for req, n_new in sched.items():
-            if n_new == 1 and req.num_generated >= 1 and req.num_tokens - req.num_computed == 1:
+            remaining = req.num_tokens - req.num_computed
+            if n_new == 1 and remaining == 1 and req.num_generated >= 1:
                 dec.append(req.num_computed + 1 + extra_decode_tokens)
             else:
                 pf_new.append(n_new)
                 pf_ctx.append(req.num_computed)
+                if n_new == remaining:
+                    completing += 1
         graph = None
         if not pf_new and self._graph_sizes and len(dec) <= self._graph_sizes[-1]:
             graph = self._graph_sizes[bisect.bisect_left(self._graph_sizes, len(dec))]
@@ -701,7 +707,7 @@ class ServingEngine:
             raise ValueError(
                 f"step model returned {t!r} ms for {batch!r}; it must be finite and > 0"
             )
-        return t, len(dec), not pf_new
+        return t, len(dec), completing
 
     def _on_wake(self, now_ms: float, _payload: Any) -> list[Event] | None:
         self._wake_pending = False
@@ -722,7 +728,8 @@ class ServingEngine:
                 )
             return None
         self._busy = True
-        t0, n_dec, decode_only = self._price(sched)
+        t0, n_dec, completing = self._price(sched)
+        decode_only = n_dec == len(sched)
         steps = 1
         if decode_only and not preempted and self.config.decode_span_steps > 1:
             # how many identical decode steps can run before anything changes
@@ -754,6 +761,7 @@ class ServingEngine:
                 self.num_waiting,
                 self.pool.used,
                 self.num_preemptions - preemptions_before,
+                completing + n_dec * steps,
             )
         )
         return [(end_ms, PRIORITY_STEP_END, self._on_step_end, (sched, steps))]

@@ -367,6 +367,7 @@ def window_observations(
     s_wait = st["waiting"].to_numpy().astype(float)
     s_kv = st["kv_used_blocks"].to_numpy().astype(float)
     s_pre = st["preemptions"].to_numpy().astype(float)
+    s_out = st["sampled_tokens"].to_numpy().astype(float)
     dur = np.maximum(s_end - s_start, 1e-12)
     arrival = req["arrival_ms"].to_numpy()
     finish = req["finish_ms"].to_numpy()
@@ -385,11 +386,7 @@ def window_observations(
         ttft = req["ttft_ms"].to_numpy()[done]
         tpot = req["tpot_ms"].to_numpy()[done]
         met = sla.met(ttft, tpot)
-        gen = float(np.sum(frac * s_steps * s_dec))
-        # each step emits one token per decode seq; prefill steps that finish a prompt also emit
-        first_tokens = float(
-            np.sum(((req["first_token_ms"] >= lo) & (req["first_token_ms"] < hi)).to_numpy())
-        )
+        sampled = float(np.sum(frac * s_out))
         prompt_arr = req["prompt_tokens"].to_numpy()[arrived]
         hits = req["prefix_hit_tokens"].to_numpy()[arrived]
         out.append(
@@ -414,7 +411,7 @@ def window_observations(
                 if n_steps > 0
                 else math.nan,
                 goodput_tok_s=float(req["output_tokens"].to_numpy()[done][met].sum()) / window_s,
-                throughput_tok_s=(gen + first_tokens) / window_s,
+                throughput_tok_s=sampled / window_s,
                 sla_attainment=float(met.mean()) if done.any() else math.nan,
                 ttft_p50_ms=_pct(ttft, 50),
                 ttft_p90_ms=_pct(ttft, 90),

@@ -103,7 +103,7 @@ def _as_int_array(values: np.ndarray | list, name: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Trace:
     """Requests to replay, sorted by arrival.
 
@@ -176,6 +176,18 @@ class Trace:
 
     def __len__(self) -> int:
         return len(self.arrival_ms)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Trace):
+            return NotImplemented
+        arrays = ("arrival_ms", "prompt_tokens", "output_tokens", "priority")
+        return (
+            all(np.array_equal(getattr(self, a), getattr(other, a)) for a in arrays)
+            and self.hash_ids == other.hash_ids
+            and self.hash_block_tokens == other.hash_block_tokens
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # arrays: equality by value, not hashable
 
     @property
     def duration_ms(self) -> float:

@@ -203,7 +203,7 @@ def _bundled_lengths(file_name: str) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LengthDistribution:
     """Joint (prompt, output) lengths, sampled row-wise with replacement from an empirical table.
 
