@@ -1,0 +1,241 @@
+"""The analytical prior: every config priced by the analytical serving model before any trial.
+
+For a config and the current load (the context nodes of a window), the prior runs
+``simulator.analytical.estimate_aggregated`` on the deployment the config implies and turns its
+TTFT/TPOT/throughput into the objective's reward. Its variance comes from the model's measured
+error against the serving simulator (``benchmarks/prior_error.py``; the figure and the command
+are in ``benchmarks/RESULTS.md``), not from a made-up constant.
+
+Goodput from a steady-state estimate: the served output rate times the probability that a
+request meets both SLA targets, each latency taken as log-normal through the estimate's mean and
+p90 (independent). An overloaded config earns zero: the estimate's latencies are infinite, or
+Little's law asks each replica to hold more requests than its running cap (``max_num_seqs`` or
+the KV cache), so its queue and TTFT grow without bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from causal_tuner.knobs import KnobSpace
+from causal_tuner.objective import Objective
+from simulator.analytical import BatchingConfig, ServingEstimate, Workload, estimate_aggregated
+from simulator.cluster import Deployment
+
+__all__ = ["PRIOR_REL_ERROR", "AnalyticalPrior", "config_to_batching", "p_below"]
+
+#: Median absolute relative error of the prior's goodput against the serving simulator on the
+#: calibration grid of ``benchmarks/prior_error.py`` (Llama-3.1-8B / H100, ShareGPT lengths;
+#: none of the tuning scenarios). See benchmarks/RESULTS.md, "Analytical prior error".
+PRIOR_REL_ERROR = 0.25
+
+_Z90 = 1.2815515655446004
+
+
+def p_below(target: float, mean: float, p90: float) -> float:
+    """P(X <= target) for a log-normal X with the given mean and 90th percentile.
+
+    When ``p90 <= mean`` the spread is taken as zero (a step at the mean); when p90 is so far
+    above the mean that no log-normal has both, the widest one matching the mean is used.
+    """
+    if not (math.isfinite(mean) and math.isfinite(p90)) or mean <= 0:
+        return 0.0 if not math.isfinite(mean) else 1.0
+    # mean = exp(mu + s^2/2), p90 = exp(mu + z s)  =>  s^2/2 - z s + ln(p90/mean) = 0
+    d = math.log(p90 / mean) if p90 > 0 else -math.inf
+    if d <= 0:
+        return 1.0 if target >= mean else 0.0
+    s = _Z90 - math.sqrt(max(_Z90**2 - 2.0 * d, 0.0))
+    mu = math.log(mean) - s * s / 2.0
+    z = (math.log(target) - mu) / s
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+def config_to_batching(config: Mapping) -> BatchingConfig:
+    """The analytical model's batching knobs for a knob-space config (defaults for the rest)."""
+    kwargs = {}
+    for knob, field_name in (
+        ("max_num_seqs", "max_num_seqs"),
+        ("max_num_batched_tokens", "max_num_batched_tokens"),
+        ("enable_chunked_prefill", "chunked_prefill"),
+        ("cuda_graphs", "cuda_graphs"),
+        ("gpu_memory_utilization", "gpu_memory_utilization"),
+    ):
+        if knob in config:
+            kwargs[field_name] = config[knob]
+    return BatchingConfig(**kwargs)
+
+
+class AnalyticalPrior:
+    """Price configs of one model on a pool of GPUs under the current load.
+
+    Parameters
+    ----------
+    model : str
+        A supported model name or a local ``config.json`` path.
+    system : str
+        A perfdb system (``h100_sxm``, ``h200_sxm``, ...).
+    gpus : int
+        GPUs serving the model; a config's ``tensor_parallel_size`` (default 1) sets the
+        replicas, ``gpus // tp``.
+    objective : Objective
+    dtype, backend : str
+    rel_error : float
+        The prior's relative error (sd of the reward, relative); :data:`PRIOR_REL_ERROR`.
+    isl_p90_ratio, osl_p90_ratio : float
+        90th percentile over mean of the prompt and output lengths (the context carries means
+        only); defaults from the Azure conversation trace.
+
+    Examples
+    --------
+    >>> from causal_tuner.objective import Objective
+    >>> prior = AnalyticalPrior("meta-llama/Llama-3.1-8B", "h100_sxm", gpus=1, objective=Objective())
+    >>> mean, var = prior([{"max_num_seqs": 64}], {"request_rate_rps": 2.0,
+    ...     "mean_prompt_tokens": 1000.0, "mean_output_tokens": 200.0})
+    >>> bool(mean[0] > 0 and var[0] > 0)
+    True
+    """
+
+    def __init__(
+        self,
+        model: str,
+        system: str,
+        gpus: int,
+        objective: Objective,
+        *,
+        dtype: str = "bf16",
+        backend: str = "vllm",
+        rel_error: float = PRIOR_REL_ERROR,
+        isl_p90_ratio: float = 2.2,
+        osl_p90_ratio: float = 2.0,
+    ) -> None:
+        if not (isinstance(gpus, int) and gpus >= 1):
+            raise ValueError(f"gpus must be a positive integer, got {gpus!r}")
+        if not rel_error > 0:
+            raise ValueError(f"rel_error must be > 0, got {rel_error!r}")
+        self.model = model
+        self.system = system
+        self.gpus = gpus
+        self.objective = objective
+        self.dtype = dtype
+        self.backend = backend
+        self.rel_error = float(rel_error)
+        self.isl_p90_ratio = float(isl_p90_ratio)
+        self.osl_p90_ratio = float(osl_p90_ratio)
+        self._estimate = lru_cache(maxsize=65536)(self._estimate_uncached)
+        # fail early on an unknown model or system, with the simulator's message
+        self.deployment(1).step_model()
+
+    def deployment(self, tp: int) -> Deployment:
+        return Deployment(
+            self.model, self.system, tp=int(tp), dtype=self.dtype, backend=self.backend
+        )
+
+    def replicas(self, config: Mapping) -> int:
+        tp = int(config.get("tensor_parallel_size", 1))
+        return max(self.gpus // tp, 0)
+
+    def feasibility(self, config: Mapping) -> str | None:
+        """Why ``config`` cannot run (memory, GPU count), or ``None``: a KnobSpace hook."""
+        tp = int(config.get("tensor_parallel_size", 1))
+        if self.gpus % tp:
+            return f"tensor_parallel_size={tp} does not divide the {self.gpus} GPUs"
+        try:
+            model = self.deployment(tp).step_model()
+        except ValueError as err:
+            return str(err)
+        b = config_to_batching(config)
+        mem = model.memory(
+            b.gpu_memory_utilization,
+            max_num_batched_tokens=b.max_num_batched_tokens,
+            max_num_seqs=b.max_num_seqs,
+            cuda_graph_sizes=b.capture_sizes if b.cuda_graphs else None,
+        )
+        return None if mem.feasible else mem.reason()
+
+    def constrain(self, space: KnobSpace) -> KnobSpace:
+        """``space`` with this deployment's memory and GPU-count feasibility attached."""
+        return space.with_feasibility(self.feasibility)
+
+    def _estimate_uncached(
+        self, key: tuple, rate: float, isl: float, osl: float
+    ) -> ServingEstimate | None:
+        config = dict(key)
+        tp = int(config.get("tensor_parallel_size", 1))
+        workload = Workload(
+            isl=isl,
+            osl=osl,
+            request_rate=rate,
+            isl_p90=isl * self.isl_p90_ratio,
+            osl_p90=osl * self.osl_p90_ratio,
+        )
+        try:
+            return estimate_aggregated(
+                self.deployment(tp).step_model(),
+                workload,
+                config_to_batching(config),
+                replicas=self.replicas(config),
+            )
+        except ValueError:
+            return None
+
+    def estimate(self, config: Mapping, context: Mapping[str, float]) -> ServingEstimate | None:
+        """The analytical estimate of ``config`` at the context's load (``None``: infeasible)."""
+        rate = float(context.get("request_rate_rps", 0.0))
+        isl = float(context.get("mean_prompt_tokens", 0.0))
+        osl = float(context.get("mean_output_tokens", 0.0))
+        if not (rate > 0 and isl >= 1 and osl >= 1):
+            raise ValueError(
+                "the prior needs a context with request_rate_rps > 0, mean_prompt_tokens >= 1 "
+                f"and mean_output_tokens >= 1, got {dict(context)}"
+            )
+        # round the load so that near-identical windows share a cached estimate
+        key = tuple(sorted(config.items()))
+        return self._estimate(key, float(f"{rate:.3g}"), float(f"{isl:.3g}"), float(f"{osl:.3g}"))
+
+    def reward(self, config: Mapping, context: Mapping[str, float]) -> float:
+        """The objective's reward the analytical model predicts for one window."""
+        est = self.estimate(config, context)
+        if est is None:
+            return 0.0
+        rate = float(context["request_rate_rps"])
+        osl = float(context["mean_output_tokens"])
+        stable = math.isfinite(est.ttft_ms) and math.isfinite(est.tpot_ms)
+        if stable:
+            # Little's law: the requests each replica must hold at once to keep up. Beyond the
+            # running cap (max_num_seqs, or the KV cache) the waiting queue grows without bound
+            # and TTFT with it, which the steady-state estimate does not flag by itself.
+            cap = float(config.get("max_num_seqs", 256))
+            if est.memory is not None:
+                isl = float(context["mean_prompt_tokens"])
+                cap = min(cap, est.memory.kv_capacity_tokens / (isl + osl))
+            per_replica = rate / max(self.replicas(config), 1)
+            in_flight = per_replica * (est.ttft_ms + max(osl - 1.0, 0.0) * est.tpot_ms) / 1e3
+            stable = in_flight <= cap
+        served_tok_s = rate * osl if stable else est.output_tok_s_per_gpu * est.num_gpus
+        kind = self.objective.kind
+        if kind == "throughput":
+            return served_tok_s
+        if kind == "latency":
+            metric = self.objective.latency_metric
+            value = est.ttft_p90_ms if metric == "ttft" else est.tpot_p90_ms
+            return -value if math.isfinite(value) else -1e9
+        if not stable:
+            return 0.0
+        sla = self.objective.sla
+        attain = p_below(sla.ttft_ms, est.ttft_ms, est.ttft_p90_ms) * p_below(
+            sla.tpot_ms, est.tpot_ms, est.tpot_p90_ms
+        )
+        return served_tok_s * attain
+
+    def __call__(
+        self, configs: Sequence[Mapping], context: Mapping[str, float]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, variance)`` of the reward of each config: the ``PriorFn`` contract."""
+        mean = np.array([self.reward(c, context) for c in configs], dtype=float)
+        scale = max(float(np.max(np.abs(mean))) if len(mean) else 0.0, 1e-9)
+        sd = np.maximum(self.rel_error * np.abs(mean), 0.05 * self.rel_error * scale)
+        return mean, sd**2

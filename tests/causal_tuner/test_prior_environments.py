@@ -1,0 +1,134 @@
+"""The analytical prior and the simulated environments the tuner is benchmarked on."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from causal_tuner.environments import (
+    BiasedStepModel,
+    PooledEnvironment,
+    SimulatedEnvironment,
+    WindowLoad,
+    config_to_engine,
+)
+from causal_tuner.knobs import Knob, KnobSpace
+from causal_tuner.objective import SLA, Objective
+from causal_tuner.prior import AnalyticalPrior, p_below
+from simulator.batch import BatchShape
+from simulator.cluster import Deployment
+from simulator.workloads import LengthDistribution
+
+OBJ = Objective(sla=SLA(ttft_ms=2000.0, tpot_ms=50.0))
+CTX = {"request_rate_rps": 4.0, "mean_prompt_tokens": 1000.0, "mean_output_tokens": 200.0}
+
+
+@given(mean=st.floats(1.0, 1e4), spread=st.floats(1.01, 10.0))
+def test_p_below_is_a_distribution_function(mean, spread):
+    p90 = mean * spread
+    xs = np.geomspace(mean / 100, p90 * 100, 25)
+    ps = [p_below(x, mean, p90) for x in xs]
+    assert all(0.0 <= p <= 1.0 for p in ps)
+    assert all(b >= a - 1e-12 for a, b in itertools.pairwise(ps))
+    if spread < 2.2:  # a log-normal with exactly this mean and p90 exists
+        assert p_below(p90, mean, p90) == pytest.approx(0.9, abs=1e-6)
+
+
+def test_prior_flags_overload_and_infeasible_configs():
+    prior = AnalyticalPrior("meta-llama/Llama-3.1-8B", "h100_sxm", gpus=1, objective=OBJ)
+    light = prior.reward({"max_num_seqs": 256}, CTX)
+    assert light == pytest.approx(4.0 * 200.0, rel=0.05)  # everything served within the SLA
+    # four sequences cannot hold 4 req/s x ~200 tokens each: the queue grows without bound
+    assert prior.reward({"max_num_seqs": 4}, CTX) == 0.0
+    mean, var = prior([{"max_num_seqs": 256}, {"max_num_seqs": 4}], CTX)
+    assert mean[0] > mean[1] and np.all(var > 0)
+    assert prior.feasibility({"gpu_memory_utilization": 0.1}) is not None
+    assert "does not divide" in prior.feasibility({"tensor_parallel_size": 2})
+    with pytest.raises(ValueError, match="request_rate_rps > 0"):
+        prior.reward({"max_num_seqs": 8}, {"request_rate_rps": 0.0})
+
+
+def test_prior_constrains_a_space():
+    prior = AnalyticalPrior("meta-llama/Llama-3.1-8B", "h100_sxm", gpus=2, objective=OBJ)
+    space = prior.constrain(
+        KnobSpace(
+            (
+                Knob("tensor_parallel_size", (1, 2, 4), 1),
+                Knob("gpu_memory_utilization", (0.1, 0.9), 0.9),
+            )
+        )
+    )
+    assert {(c["tensor_parallel_size"], c["gpu_memory_utilization"]) for c in space.grid()} == {
+        (1, 0.9),
+        (2, 0.9),
+    }
+
+
+def test_config_to_engine_maps_and_rejects():
+    cfg = config_to_engine(
+        {"max_num_seqs": 64, "enable_chunked_prefill": False, "tensor_parallel_size": 2}
+    )
+    assert cfg.max_num_seqs == 64 and cfg.enable_chunked_prefill is False
+    with pytest.raises(ValueError, match=r"no knob\(s\) \['swap_space'\]"):
+        config_to_engine({"swap_space": 4})
+
+
+def test_biased_step_model_scales_one_family():
+    base = Deployment("meta-llama/Llama-3.1-8B", "h100_sxm").step_model()
+    batch = BatchShape(np.array([4096]), np.array([0]), np.full(32, 2000))
+    parts = base.breakdown_ms(batch)
+    biased = BiasedStepModel(base, {"context_attention": 1.3})
+    assert biased.step_time_ms(batch) == pytest.approx(
+        base.step_time_ms(batch) + 0.3 * parts["context_attention"]
+    )
+    with pytest.raises(ValueError, match="unknown op families"):
+        BiasedStepModel(base, {"warp_drive": 2.0}).step_time_ms(batch)
+    with pytest.raises(ValueError, match="must be > 0"):
+        BiasedStepModel(base, {"context_attention": -1.0})
+
+
+@pytest.fixture(scope="module")
+def env():
+    return SimulatedEnvironment(
+        "meta-llama/Llama-3.1-8B",
+        "h100_sxm",
+        2,
+        WindowLoad(6.0, LengthDistribution.fixed(512, 64)),
+        OBJ,
+        window_s=10.0,
+        warmup_s=5.0,
+        seed=3,
+    )
+
+
+def test_simulated_window_is_a_full_observation(env):
+    obs = env.observe({"max_num_seqs": 64}, 0)
+    assert obs["request_rate_rps"] == pytest.approx(6.0, rel=0.5)  # the pool's total load
+    assert obs["goodput_tok_s"] <= obs["throughput_tok_s"] + 1e-9
+    assert obs["max_num_seqs"] == 64.0 and obs["sla_violated"] in (0.0, 1.0)
+    assert all(
+        math.isfinite(v) for k, v in obs.items() if not k.startswith(("ttft", "tpot", "e2e"))
+    )
+
+
+def test_common_random_numbers_and_seeds(env):
+    a = env.observe({"max_num_seqs": 64}, 4)
+    b = env.observe({"max_num_seqs": 64}, 4)
+    c = env.observe({"max_num_seqs": 8}, 4)
+    d = env.observe({"max_num_seqs": 64}, 5)
+    assert a == b  # same round, same draw
+    assert a["request_rate_rps"] == c["request_rate_rps"]  # the same arrivals for another config
+    assert a != d
+
+
+def test_pooled_environment_oracle(env):
+    configs = [{"max_num_seqs": 2}, {"max_num_seqs": 64}]
+    pool = PooledEnvironment(env, configs, pool_size=3, progress=False)
+    truth = pool.true_rewards(OBJ, 0)
+    assert truth[1] > truth[0]  # two sequences cannot keep up with the load
+    assert pool.observe(configs[1], 0) == pool.observe(configs[1], 3)  # cycles through the pool
+    with pytest.raises(ValueError, match="not in the pool"):
+        pool.observe({"max_num_seqs": 5}, 0)
