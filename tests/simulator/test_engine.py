@@ -45,7 +45,7 @@ class LinearCost:
 
 
 def quiet(**kw) -> EngineConfig:
-    return EngineConfig(step_noise_cv=0.0, **kw)
+    return EngineConfig(step_noise_cv=0.0, run_noise_cv=0.0, **kw)
 
 
 def run_one(trace, config=None, model=None, blocks=100_000, seed=0):
