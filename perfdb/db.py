@@ -388,10 +388,7 @@ class PerfDB:
         for c in schema.categorical:
             if c == "mode":
                 continue
-            values = cols[c]
-            if name in NCCL_TABLES and c == "dtype":
-                values = np.array([_COLLECTIVE_DTYPE.get(v, v) for v in values])
-            cat_cols[c] = values
+            cat_cols[c] = cols[c]
         ms = np.empty(n)
         src = np.full(n, 2, dtype=np.int8)
         if name == "custom_all_reduce" and name not in self._files:
@@ -409,8 +406,13 @@ class PerfDB:
             cat_key = tuple(str(k) for k in key)
             if name == "custom_all_reduce":
                 lookup = next((k for k in slices if k[0] == cat_key[0]), None)
+            elif cat_key in slices:
+                lookup = cat_key
+            elif name in NCCL_TABLES:  # same element size: bf16 rides the fp16 table
+                alias = (_COLLECTIVE_DTYPE.get(cat_key[0], cat_key[0]),)
+                lookup = alias if alias in slices else None
             else:
-                lookup = cat_key if cat_key in slices else None
+                lookup = None
             if lookup is None:
                 if name == "custom_all_reduce":
                     ms[sel], src[sel] = np.inf, 2

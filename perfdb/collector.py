@@ -1,0 +1,426 @@
+"""Measure kernel latencies on this machine with PyTorch and store them in our format.
+
+What is measured (size sweeps below; ``--quick`` uses tiny ones that finish in seconds on a CPU):
+
+- GEMM: ``torch.matmul`` of ``[m, k] x [k, n]`` in bf16;
+- context attention: ``torch.nn.functional.scaled_dot_product_attention`` with ``is_causal``
+  over ``isl`` tokens (GQA through ``enable_gqa``);
+- generation attention: SDPA of one query token against ``kv_len`` keys;
+- all-reduce: ``torch.distributed.all_reduce`` across ``world_size`` processes (NCCL on GPUs,
+  one per process; gloo on CPU).
+
+Timing: ``warmup`` untimed calls, then ``iters`` timed calls; on CUDA with CUDA events (device
+time, averaged), on CPU with ``time.perf_counter``; the median of ``repeats`` such averages is
+stored. Output: ``<out>/<system>/system.yaml`` (spec), ``<out>/<system>/torch/<torch version>/``
+(GEMM and attention tables + ``manifest.yaml``), ``<out>/<system>/nccl/<label>/nccl_all_reduce.parquet``
+and ``<out>/<system>/PROVENANCE.md``; load with ``load_system(system, backend="torch", root=out)``.
+
+For an unknown system the hardware spec is *measured* (best GEMM FLOP/s, copy bandwidth,
+all-reduce bus bandwidth) and says so in its ``sources``; for a known one (``h100_sxm``...) the
+datasheet spec is kept.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from tqdm import tqdm
+
+from perfdb.specs import BUILTIN_SPECS, HardwareSpec
+from perfdb.tables import SCHEMAS, write_table
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """What to measure and how.
+
+    Parameters
+    ----------
+    system : str
+        Name to store the measurements under (``[a-z0-9_]+``).
+    device : {"cpu", "cuda"}
+        Where to run.
+    quick : bool
+        Tiny sweeps (a smoke test; seconds on a CPU).
+    world_size : int
+        Processes (GPUs) in the all-reduce group; 1 skips the all-reduce sweep.
+    warmup, iters, repeats : int
+        Untimed calls, timed calls per average, averages per point (median kept).
+    seed : int
+        Seed of the random input tensors.
+    """
+
+    system: str
+    device: str = "cuda"
+    quick: bool = False
+    world_size: int = 2
+    warmup: int = 3
+    iters: int = 10
+    repeats: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.system or not all(ch.isalnum() or ch in "_-." for ch in self.system):
+            raise ValueError(f"CollectConfig.system must be a simple name, got {self.system!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"CollectConfig.device must be 'cpu' or 'cuda', got {self.device!r}")
+        for name in ("world_size", "iters", "repeats"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"CollectConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ValueError(f"CollectConfig.warmup must be >= 0, got {self.warmup}")
+
+    def sweeps(self) -> dict[str, Any]:
+        """The size sweeps."""
+        if self.quick:
+            return {
+                "gemm_m": [1, 8, 32],
+                "gemm_nk": [64, 128],
+                "attn_batch": [1, 2],
+                "attn_isl": [16, 32],
+                "attn_heads": [2, 4],
+                "attn_kv_heads": [2],
+                "attn_head_dim": 64,
+                "gen_kv_len": [16, 64],
+                "allreduce_bytes": [1024, 16384, 262144],
+            }
+        return {
+            "gemm_m": [1, 8, 32, 128, 512, 2048, 8192],
+            "gemm_nk": [1024, 2048, 4096, 8192],
+            "attn_batch": [1, 4, 16],
+            "attn_isl": [128, 512, 2048, 4096],
+            "attn_heads": [8, 16, 32],
+            "attn_kv_heads": [8],
+            "attn_head_dim": 128,
+            "gen_kv_len": [128, 512, 2048, 8192],
+            "allreduce_bytes": [2**p for p in range(10, 29, 2)],
+        }
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise ValueError(
+            "perfdb collect needs PyTorch: pip install 'causal-tuner[collect]' "
+            "(or torch==2.13.0 for a local CPU build)"
+        ) from None
+    return torch
+
+
+class _Timer:
+    def __init__(self, torch, device: str, config: CollectConfig) -> None:
+        self.torch, self.device, self.config = torch, device, config
+
+    def __call__(self, fn: Callable[[], Any]) -> float:
+        """Median over repeats of the mean time of one call, in ms."""
+        torch, cfg = self.torch, self.config
+        for _ in range(cfg.warmup):
+            fn()
+        means = []
+        for _ in range(cfg.repeats):
+            if self.device == "cuda":
+                start, end = (
+                    torch.cuda.Event(enable_timing=True),
+                    torch.cuda.Event(enable_timing=True),
+                )
+                torch.cuda.synchronize()
+                start.record()
+                for _ in range(cfg.iters):
+                    fn()
+                end.record()
+                torch.cuda.synchronize()
+                means.append(start.elapsed_time(end) / cfg.iters)
+            else:
+                t0 = time.perf_counter()
+                for _ in range(cfg.iters):
+                    fn()
+                means.append((time.perf_counter() - t0) * 1e3 / cfg.iters)
+        return float(statistics.median(means))
+
+
+def _measure_gemm(torch, timer: _Timer, device: str, sweeps: dict, gen) -> pd.DataFrame:
+    rows = []
+    shapes = [
+        (m, n, k) for m in sweeps["gemm_m"] for n in sweeps["gemm_nk"] for k in sweeps["gemm_nk"]
+    ]
+    for m, n, k in tqdm(shapes, desc="gemm", unit="shape"):
+        a = torch.randn(m, k, generator=gen).to(device=device, dtype=torch.bfloat16)
+        b = torch.randn(k, n, generator=gen).to(device=device, dtype=torch.bfloat16)
+        rows.append(
+            {"dtype": "bf16", "m": m, "n": n, "k": k, "latency_ms": timer(lambda a=a, b=b: a @ b)}
+        )
+    return pd.DataFrame(rows)
+
+
+def _measure_attention(
+    torch, timer: _Timer, device: str, sweeps: dict, gen
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    d = sweeps["attn_head_dim"]
+    ctx, dec = [], []
+    combos = [
+        (b, h, kvh)
+        for b in sweeps["attn_batch"]
+        for h in sweeps["attn_heads"]
+        for kvh in sweeps["attn_kv_heads"]
+        if h % kvh == 0
+    ]
+    common = {"dtype": "bf16", "kv_dtype": "bf16", "window_size": 0, "head_dim": d}
+    for b, h, kvh in tqdm(combos, desc="attention", unit="shape"):
+        for isl in sweeps["attn_isl"]:
+            q = torch.randn(b, h, isl, d, generator=gen).to(device=device, dtype=torch.bfloat16)
+            kv = torch.randn(b, kvh, isl, d, generator=gen).to(device=device, dtype=torch.bfloat16)
+            ms = timer(
+                lambda q=q, kv=kv, gqa=kvh != h: sdpa(q, kv, kv, is_causal=True, enable_gqa=gqa)
+            )
+            ctx.append(
+                {
+                    **common,
+                    "num_kv_heads": kvh,
+                    "prefix_len": 0,
+                    "batch_size": b,
+                    "isl": isl,
+                    "num_heads": h,
+                    "latency_ms": ms,
+                }
+            )
+        for kv_len in sweeps["gen_kv_len"]:
+            q = torch.randn(b, h, 1, d, generator=gen).to(device=device, dtype=torch.bfloat16)
+            kv = torch.randn(b, kvh, kv_len, d, generator=gen).to(
+                device=device, dtype=torch.bfloat16
+            )
+            ms = timer(lambda q=q, kv=kv, gqa=kvh != h: sdpa(q, kv, kv, enable_gqa=gqa))
+            dec.append(
+                {
+                    **common,
+                    "num_kv_heads": kvh,
+                    "batch_size": b,
+                    "kv_len": kv_len,
+                    "num_heads": h,
+                    "latency_ms": ms,
+                }
+            )
+    return pd.DataFrame(ctx), pd.DataFrame(dec)
+
+
+def _allreduce_worker(
+    rank: int,
+    world_size: int,
+    device: str,
+    init_file: str,
+    config: dict,
+    sizes: list[int],
+    out_file: str,
+) -> None:
+    import torch
+    import torch.distributed as dist
+
+    backend = "nccl" if device == "cuda" else "gloo"
+    dist.init_process_group(
+        backend, init_method=f"file://{init_file}", rank=rank, world_size=world_size
+    )
+    try:
+        dev = f"cuda:{rank}" if device == "cuda" else "cpu"
+        if device == "cuda":
+            torch.cuda.set_device(rank)
+        cfg = CollectConfig(**config)
+        timer = _Timer(torch, device, cfg)
+        rows = []
+        for size in sizes:
+            x = torch.ones(size // 2, dtype=torch.bfloat16, device=dev)
+
+            def op(x=x):
+                dist.all_reduce(x)
+
+            dist.barrier()
+            ms = timer(op)
+            # the slowest rank defines the collective's time
+            t = torch.tensor([ms], dtype=torch.float64, device=dev)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            rows.append(
+                {
+                    "dtype": "bf16",
+                    "num_gpus": world_size,
+                    "message_bytes": size,
+                    "latency_ms": float(t.item()),
+                }
+            )
+        if rank == 0:
+            pd.DataFrame(rows).to_parquet(out_file, index=False)
+    finally:
+        dist.destroy_process_group()
+
+
+def _measure_allreduce(torch, config: CollectConfig, sizes: list[int]) -> pd.DataFrame:
+    import torch.multiprocessing as mp
+
+    if config.device == "cuda" and torch.cuda.device_count() < config.world_size:
+        raise ValueError(
+            f"all-reduce over {config.world_size} GPUs needs {config.world_size} visible GPUs, "
+            f"found {torch.cuda.device_count()} (use --world-size)"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        init_file = os.path.join(tmp, "init")
+        out_file = os.path.join(tmp, "allreduce.parquet")
+        mp.start_processes(
+            _allreduce_worker,
+            args=(config.world_size, config.device, init_file, asdict(config), sizes, out_file),
+            nprocs=config.world_size,
+            join=True,
+            start_method="spawn",
+        )
+        return pd.read_parquet(out_file)
+
+
+def _measured_spec(
+    torch, config: CollectConfig, gemm: pd.DataFrame, allreduce: pd.DataFrame | None
+) -> HardwareSpec:
+    if config.system in BUILTIN_SPECS:
+        return BUILTIN_SPECS[config.system]
+    flops = float((2.0 * gemm.m * gemm.n * gemm.k / (gemm.latency_ms * 1e-3)).max())
+    # memory bandwidth: a large device copy (read + write)
+    n = 1 << (22 if config.quick else 27)
+    src = torch.ones(n, dtype=torch.float32, device=config.device)
+    dst = torch.empty_like(src)
+    ms = _Timer(torch, config.device, config)(lambda: dst.copy_(src))
+    bw = 2.0 * n * 4 / (ms * 1e-3)
+    if config.device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        capacity = int(props.total_memory)
+        name = props.name
+        gpus = torch.cuda.device_count()
+    else:
+        capacity = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        name = platform.processor() or platform.machine()
+        gpus = 1
+    link = bw
+    link_src = "not measured (no all-reduce run): set to the copy bandwidth"
+    if allreduce is not None and len(allreduce):
+        top = allreduce.sort_values("message_bytes").iloc[-1]
+        w = float(top.num_gpus)
+        link = 2.0 * (w - 1.0) / w * float(top.message_bytes) / (float(top.latency_ms) * 1e-3)
+        link_src = "measured by perfdb collect: all-reduce bus bandwidth at the largest message"
+    measured = f"measured by perfdb collect on {name}"
+    return HardwareSpec(
+        name=config.system,
+        mem_capacity_bytes=capacity,
+        mem_bw_bytes_s=bw,
+        tensor_flops={"bf16": flops},
+        nvlink_bw_bytes_s=link,
+        internode_bw_bytes_s=link,
+        gpus_per_node=max(gpus, 1),
+        sources={
+            "mem_capacity_bytes": f"{measured} (device/physical memory size)",
+            "mem_bw_bytes_s": f"{measured}: fp32 copy, read + write bytes / time",
+            "tensor_flops": f"{measured}: best bf16 GEMM FLOP/s of the sweep (a lower bound)",
+            "nvlink_bw_bytes_s": link_src,
+            "internode_bw_bytes_s": "not measured: set equal to the intra-node figure",
+            "gpus_per_node": f"{measured}: visible devices",
+        },
+        mem_bw_efficiency=1.0,  # the bandwidth is already an achieved one
+    )
+
+
+def collect(config: CollectConfig, out: str | Path) -> Path:
+    """Run the sweeps and write a loadable database for ``config.system`` under ``out``.
+
+    Returns
+    -------
+    Path
+        The system folder written.
+
+    Raises
+    ------
+    ValueError
+        If torch is missing, CUDA is requested but unavailable, or too few GPUs are visible.
+    """
+    torch = _import_torch()
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "--device cuda requested but torch.cuda.is_available() is False (use --device cpu)"
+        )
+    sweeps = config.sweeps()
+    gen = torch.Generator().manual_seed(config.seed)
+    timer = _Timer(torch, config.device, config)
+    gemm = _measure_gemm(torch, timer, config.device, sweeps, gen)
+    ctx, dec = _measure_attention(torch, timer, config.device, sweeps, gen)
+    allreduce = (
+        _measure_allreduce(torch, config, sweeps["allreduce_bytes"])
+        if config.world_size > 1
+        else None
+    )
+    spec = _measured_spec(torch, config, gemm, allreduce)
+
+    version = str(torch.__version__).split("+")[0]
+    sys_dir = Path(out) / config.system
+    table_dir = sys_dir / "torch" / version
+    written = {
+        "gemm": write_table(gemm, SCHEMAS["gemm"], table_dir / "gemm.parquet"),
+        "context_attention": write_table(
+            ctx, SCHEMAS["context_attention"], table_dir / "context_attention.parquet"
+        ),
+        "generation_attention": write_table(
+            dec, SCHEMAS["generation_attention"], table_dir / "generation_attention.parquet"
+        ),
+    }
+    comm_label = None
+    if allreduce is not None:
+        comm_label = (
+            "nccl-" + ".".join(map(str, torch.cuda.nccl.version()))
+            if config.device == "cuda"
+            else f"gloo-torch{version}"
+        )
+        written["nccl_all_reduce"] = write_table(
+            allreduce,
+            SCHEMAS["nccl_all_reduce"],
+            sys_dir / "nccl" / comm_label / "nccl_all_reduce.parquet",
+        )
+    device_name = (
+        torch.cuda.get_device_name(0)
+        if config.device == "cuda"
+        else (platform.processor() or platform.machine())
+    )
+    when = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    provenance = {
+        "collected_at": when,
+        "tool": "causal-tuner perfdb collect",
+        "config": asdict(config),
+        "sweeps": sweeps,
+        "torch": str(torch.__version__),
+        "device": device_name,
+        "timing": "CUDA events (device time)"
+        if config.device == "cuda"
+        else "time.perf_counter (host)",
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "rows": written,
+    }
+    manifest = {
+        "system": config.system,
+        "backend": "torch",
+        "version": version,
+        "provenance": provenance,
+    }
+    (table_dir / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    doc = {"spec": spec.to_dict(), "current": {"torch": version}, "nccl_version": comm_label}
+    (sys_dir / "system.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    (sys_dir / "PROVENANCE.md").write_text(
+        f"# {config.system}: measured by `causal-tuner perfdb collect`\n\n"
+        f"- when: {when}\n- device: {device_name} ({config.device}), torch {torch.__version__}\n"
+        f"- timing: {provenance['timing']}; warm-up {config.warmup}, {config.iters} timed calls, "
+        f"median of {config.repeats} averages\n- rows: {written}\n"
+        f"- hardware spec sources: see system.yaml (`sources`)\n"
+    )
+    return sys_dir

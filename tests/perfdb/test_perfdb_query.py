@@ -1,0 +1,302 @@
+"""The query API on the bundled tables: exact hits, interpolation, extrapolation, errors."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from perfdb import (
+    AllGatherOp,
+    AllReduceOp,
+    AllToAllOp,
+    ContextAttentionOp,
+    ElementwiseOp,
+    GemmOp,
+    GenerationAttentionOp,
+    MemoryOp,
+    MLABmmOp,
+    MLAContextOp,
+    MLAGenerationOp,
+    MoEOp,
+    P2POp,
+    ReduceScatterOp,
+    list_systems,
+    load_system,
+)
+
+
+@pytest.fixture(scope="module")
+def h100():
+    return load_system("h100_sxm")
+
+
+def test_bundled_systems_cover_the_issue():
+    assert {"h100_sxm", "h200_sxm", "b200_sxm", "a100_sxm", "l40s"} <= set(list_systems())
+
+
+@pytest.mark.parametrize("system", ["h100_sxm", "h200_sxm", "b200_sxm", "a100_sxm"])
+def test_every_required_table_is_bundled(system):
+    db = load_system(system)
+    need = {"gemm", "context_attention", "generation_attention", "moe", "nccl_all_reduce"}
+    need |= {"nccl_all_gather", "nccl_all_to_all", "custom_all_reduce"}
+    assert need <= set(db.tables)
+    if system != "a100_sxm":  # AIConfigurator has no A100 MLA tables (PROVENANCE.md)
+        assert {"mla_context", "mla_generation", "mla_bmm"} <= set(db.tables)
+
+
+def test_loading_is_lazy(h100):
+    fresh = load_system("h100_sxm")
+    assert fresh._slices == {}
+    fresh.latency(GemmOp(1, 1024, 1024))
+    assert set(fresh._slices) == {"gemm"}
+
+
+@pytest.mark.parametrize(
+    ("table", "make"),
+    [
+        ("gemm", lambda r: GemmOp(r.m, r.n, r.k, r.dtype)),
+        (
+            "context_attention",
+            lambda r: ContextAttentionOp(
+                r.batch_size,
+                r.isl,
+                r.num_heads,
+                r.num_kv_heads,
+                r.head_dim,
+                r.prefix_len,
+                r.dtype,
+                r.kv_dtype,
+                r.window_size,
+            ),
+        ),
+        (
+            "generation_attention",
+            lambda r: GenerationAttentionOp(
+                r.batch_size,
+                r.kv_len,
+                r.num_heads,
+                r.num_kv_heads,
+                r.head_dim,
+                r.dtype,
+                r.kv_dtype,
+                r.window_size,
+            ),
+        ),
+        (
+            "moe",
+            lambda r: MoEOp(
+                r.num_tokens,
+                r.hidden_size,
+                r.inter_size,
+                r.topk,
+                r.num_experts,
+                r.moe_tp_size,
+                r.moe_ep_size,
+                r.dtype,
+                r.distribution,
+            ),
+        ),
+        (
+            "mla_context",
+            lambda r: MLAContextOp(
+                r.batch_size, r.isl, r.num_heads, r.prefix_len, r.kv_dtype, r.gemm_dtype
+            ),
+        ),
+        (
+            "mla_generation",
+            lambda r: MLAGenerationOp(
+                r.batch_size, r.kv_len, r.num_heads, r.kv_dtype, r.gemm_dtype
+            ),
+        ),
+        ("mla_bmm", lambda r: MLABmmOp(r.num_tokens, r.num_heads, r.phase, r.dtype)),
+        ("nccl_all_gather", lambda r: AllGatherOp(r.message_bytes, r.num_gpus, r.dtype)),
+        ("nccl_reduce_scatter", lambda r: ReduceScatterOp(r.message_bytes, r.num_gpus, r.dtype)),
+        ("nccl_all_to_all", lambda r: AllToAllOp(r.message_bytes, r.num_gpus, r.dtype)),
+    ],
+)
+def test_exact_hits_return_the_measured_value(h100, table, make):
+    rows = h100.table(table).sample(25, random_state=0)
+    for row in rows.itertuples():
+        ms, source = h100.latency(make(row))
+        assert source == "measured"
+        assert ms == row.latency_ms
+
+
+def test_all_reduce_takes_the_faster_of_nccl_and_custom(h100):
+    nccl = h100.table("nccl_all_reduce")
+    custom = h100.table("custom_all_reduce")
+    custom = custom[custom["mode"] == "graph"]
+    for size in (4096, 1 << 20, 1 << 26):
+        n = nccl[(nccl.dtype == "fp16") & (nccl.num_gpus == 8) & (nccl.message_bytes == size)]
+        c = custom[(custom.num_gpus == 8) & (custom.message_bytes == size)]
+        ms, source = h100.latency(AllReduceOp(size, 8))
+        assert source == "measured"
+        assert ms == pytest.approx(min(n.latency_ms.min(), c.latency_ms.min()))
+
+
+def test_single_gpu_collectives_cost_nothing(h100):
+    assert h100.latency(AllReduceOp(1 << 20, 1)) == (0.0, "roofline")
+
+
+def test_inside_the_grid_is_interpolated_between_neighbours(h100):
+    gemm = h100.table("gemm")
+    line = gemm[(gemm.dtype == "bf16") & (gemm.n == 4096) & (gemm.k == 4096)].set_index("m")
+    ms, source = h100.latency(GemmOp(3000, 4096, 4096))
+    assert source == "interpolated"
+    lo, hi = line.loc[2817, "latency_ms"], line.loc[3072, "latency_ms"]
+    assert min(lo, hi) * 0.9 <= ms <= max(lo, hi) * 1.1
+
+
+def test_outside_the_grid_holds_the_boundary_efficiency(h100):
+    from perfdb.roofline import roofline_ms
+
+    top = h100.latency(GemmOp(32768, 4096, 4096))
+    far = h100.latency(GemmOp(65536, 4096, 4096))
+    assert top[1] == "measured" and far[1] == "roofline"
+    eff = [
+        float(
+            roofline_ms(
+                h100.spec,
+                "gemm",
+                {"m": np.array([m]), "n": np.array([4096]), "k": np.array([4096]), "dtype": "bf16"},
+            )[0]
+        )
+        / ms
+        for m, ms in ((32768, top[0]), (65536, far[0]))
+    ]
+    assert eff[1] == pytest.approx(eff[0], rel=1e-9)
+
+
+def test_unmeasured_structure_is_roofline_not_interpolated(h100):
+    ms, source = h100.latency(ContextAttentionOp(2, 1024, 32, 8, 128, prefix_len=3000))
+    assert source == "roofline" and ms > h100.latency(ContextAttentionOp(2, 1024, 32, 8, 128))[0]
+
+
+def test_spec_priced_ops(h100):
+    spec = h100.spec
+    ms, source = h100.latency(ElementwiseOp(10**9))
+    assert source == "roofline"
+    assert ms == pytest.approx(
+        (spec.launch_latency_s + 1e9 / (spec.mem_bw_bytes_s * spec.mem_bw_efficiency)) * 1e3
+    )
+    assert h100.latency(MemoryOp(10**6, 10**6))[0] == pytest.approx(
+        h100.latency(ElementwiseOp(2 * 10**6))[0]
+    )
+    assert h100.latency(P2POp(10**6, inter_node=True))[0] > h100.latency(P2POp(10**6))[0]
+
+
+def test_vectorized_path_matches_single_queries(h100):
+    rng = np.random.default_rng(1)
+    b = rng.integers(1, 300, 40)
+    kv = rng.integers(1, 20000, 40)
+    ms, src = h100.latency_many(
+        "generation_attention", batch_size=b, kv_len=kv, num_heads=32, num_kv_heads=8, head_dim=128
+    )
+    for i in range(40):
+        one = h100.latency(GenerationAttentionOp(int(b[i]), int(kv[i]), 32, 8, 128))
+        assert one == (pytest.approx(ms[i]), src[i])
+
+
+@given(
+    m=st.integers(1, 10**6),
+    n=st.integers(1, 10**5),
+    k=st.integers(1, 10**5),
+    dtype=st.sampled_from(["bf16", "fp8", "fp8_block", "int8", "fp16"]),
+)
+def test_gemm_is_finite_and_positive_everywhere(h100, m, n, k, dtype):
+    ms, source = h100.latency(GemmOp(m, n, k, dtype))
+    assert np.isfinite(ms) and ms > 0
+    assert source in {"measured", "interpolated", "roofline"}
+
+
+@given(
+    b=st.integers(1, 4096),
+    isl=st.integers(1, 65536),
+    heads=st.sampled_from([1, 8, 28, 64, 128]),
+    hd=st.sampled_from([64, 80, 128, 256]),
+    prefix=st.integers(0, 10**5),
+    window=st.sampled_from([0, 128, 4096]),
+)
+def test_attention_is_finite_and_positive_everywhere(h100, b, isl, heads, hd, prefix, window):
+    for op in (
+        ContextAttentionOp(b, isl, heads, 1, hd, prefix, window_size=window),
+        GenerationAttentionOp(b, isl + prefix, heads, 1, hd, kv_dtype="fp8", window_size=window),
+    ):
+        ms, _ = h100.latency(op)
+        assert np.isfinite(ms) and ms > 0
+
+
+def test_a_dtype_the_hardware_lacks_is_an_error_listing_what_exists():
+    a100 = load_system("a100_sxm")
+    with pytest.raises(ValueError, match=r"no fp8 tensor cores.*supported dtypes: .*bf16"):
+        a100.latency(GemmOp(128, 4096, 4096, "fp8"))
+
+
+def test_unmeasured_but_supported_dtype_uses_default_efficiency(h100):
+    from perfdb.roofline import fallback_ms
+
+    ms, source = h100.latency(GemmOp(128, 4096, 4096, "int8_wo"))
+    cols = {"m": np.array([128]), "n": np.array([4096]), "k": np.array([4096]), "dtype": "int8_wo"}
+    assert source == "roofline"
+    assert ms == pytest.approx(float(fallback_ms(h100.spec, "gemm", cols)[0]))
+
+
+def test_unknown_system_backend_version_list_what_exists():
+    with pytest.raises(ValueError, match="available: a100_sxm, b200_sxm"):
+        load_system("h800")
+    with pytest.raises(ValueError, match="available: sglang, trtllm, vllm"):
+        load_system("h100_sxm", backend="tgi")
+    with pytest.raises(ValueError, match=r"available: 0\.24\.0"):
+        load_system("h100_sxm", version="0.1.0")
+
+
+def test_vectorized_bad_sizes_raise(h100):
+    with pytest.raises(ValueError, match=r"GemmOp\.m must be positive"):
+        h100.latency_many("gemm", m=[4, 0], n=8, k=8)
+    with pytest.raises(ValueError, match="no field"):
+        h100.latency_many("gemm", m=[4], n=8, k=8, q=1)
+    with pytest.raises(ValueError, match="unknown op type"):
+        h100.latency_many("conv2d", m=[4])
+
+
+def _copy_system(tmp_path):
+    from perfdb.db import BUNDLED_ROOT
+
+    src = BUNDLED_ROOT / "a100_sxm"
+    shutil.copytree(src, tmp_path / "a100_sxm")
+    return tmp_path / "a100_sxm" / "vllm" / "0.14.0" / "gemm.parquet"
+
+
+def test_corrupt_table_names_the_file(tmp_path):
+    path = _copy_system(tmp_path)
+    path.write_bytes(b"not a parquet file")
+    db = load_system("a100_sxm", root=tmp_path)
+    with pytest.raises(ValueError, match=str(path)):
+        db.latency(GemmOp(8, 1024, 1024))
+
+
+def test_partial_table_names_the_file_and_column(tmp_path):
+    path = _copy_system(tmp_path)
+    pd.read_parquet(path).drop(columns=["k"]).to_parquet(path)
+    db = load_system("a100_sxm", root=tmp_path)
+    with pytest.raises(ValueError, match=rf"{path}.*'k'"):
+        db.latency(GemmOp(8, 1024, 1024))
+
+
+def test_nan_latency_in_a_table_is_rejected(tmp_path):
+    path = _copy_system(tmp_path)
+    frame = pd.read_parquet(path)
+    frame.loc[3, "latency_ms"] = np.nan
+    frame.to_parquet(path)
+    with pytest.raises(ValueError, match="NaN"):
+        load_system("a100_sxm", root=tmp_path).latency(GemmOp(8, 1024, 1024))
+
+
+def test_malformed_system_file_is_named(tmp_path):
+    _copy_system(tmp_path)
+    (tmp_path / "a100_sxm" / "system.yaml").write_text("spec: [1, 2\n")
+    with pytest.raises(ValueError, match=r"system\.yaml"):
+        load_system("a100_sxm", root=tmp_path)
