@@ -15,8 +15,10 @@ from causal_tuner.structure import (
     OnlinePC,
     PartiallyDirectedGraph,
     SufficientStatistics,
+    edge_scores,
     fisher_z_pvalue,
     meek_closure,
+    structural_hamming_distance,
 )
 
 __all__ = [
@@ -28,10 +30,12 @@ __all__ = [
     "PartiallyDirectedGraph",
     "SufficientStatistics",
     "adjustment_sets",
+    "edge_scores",
     "find_adjustment",
     "fisher_z_pvalue",
     "is_backdoor_set",
     "meek_closure",
     "random_er_sem",
     "random_parallel_sem",
+    "structural_hamming_distance",
 ]

@@ -39,8 +39,10 @@ is unchanged). Each regime keeps its own sufficient statistics, centred on its o
   The evidence matrix is exposed as ``shifted_`` for callers that need descendant relations.
 
 Orientation order: background knowledge (required edges, tiers, forbidden directions) and the
-interventional evidence first; then unshielded colliders from the separating sets (never
-overriding an edge already oriented); then Meek's rules R1-R4 to closure.
+interventional evidence first; then unshielded colliders ``i -> k <- j`` from the separating
+sets, a triple being oriented only when neither of its edges already points out of ``k``
+(causal-learn's default ``uc_priority=2``); then Meek's rules R1-R4 to closure, never closing a
+directed cycle.
 """
 
 from __future__ import annotations
@@ -61,8 +63,10 @@ __all__ = [
     "OnlinePC",
     "PartiallyDirectedGraph",
     "SufficientStatistics",
+    "edge_scores",
     "fisher_z_pvalue",
     "meek_closure",
+    "structural_hamming_distance",
 ]
 
 CITest = Callable[[int, int, tuple[int, ...]], float]
@@ -317,11 +321,26 @@ def meek_closure(adjacency: np.ndarray, forbidden: np.ndarray | None = None) -> 
             for b, c in ((x, y), (y, x)):
                 if not (a[b, c] and a[c, b]) or forbidden[b, c]:
                     continue
-                if _meek_applies(a, int(b), int(c)):
+                if _meek_applies(a, int(b), int(c)) and not _reaches(a, int(c), int(b)):
                     a[c, b] = False
                     changed = True
                     break
     return a
+
+
+def _reaches(a: np.ndarray, source: int, target: int) -> bool:
+    """Whether a directed path ``source ~> target`` exists (orienting ``target -> source``
+    would then close a cycle; only possible in an estimated, unfaithful graph)."""
+    directed = a & ~a.T
+    seen = np.zeros(a.shape[0], dtype=bool)
+    frontier = np.zeros(a.shape[0], dtype=bool)
+    frontier[source] = True
+    while frontier.any():
+        seen |= frontier
+        frontier = directed[frontier].any(axis=0) & ~seen
+        if frontier[target]:
+            return True
+    return False
 
 
 def _meek_applies(a: np.ndarray, b: int, c: int) -> bool:
@@ -355,6 +374,60 @@ def _meek_applies(a: np.ndarray, b: int, c: int) -> bool:
         if np.any(directed[np.ix_(ks, ls)]):
             return True
     return False
+
+
+def _matrix_of(graph: PartiallyDirectedGraph | np.ndarray) -> np.ndarray:
+    if isinstance(graph, PartiallyDirectedGraph):
+        return graph.adjacency.astype(bool)
+    return PartiallyDirectedGraph(np.asarray(graph)).adjacency.astype(bool)
+
+
+def structural_hamming_distance(
+    estimate: PartiallyDirectedGraph | np.ndarray, truth: PartiallyDirectedGraph | np.ndarray
+) -> int:
+    """Number of node pairs whose edge differs (missing, extra, or a different orientation).
+
+    Both graphs use the :class:`PartiallyDirectedGraph` convention; ``i -> j``, ``j -> i``,
+    ``i - j`` and no edge are four different states of a pair, and each pair that differs
+    counts 1 (the CPDAG SHD of Tsamardinos et al., 2006).
+    """
+    a, b = _matrix_of(estimate), _matrix_of(truth)
+    if a.shape != b.shape:
+        raise ValueError(f"graphs have different sizes: {a.shape} vs {b.shape}")
+    differ = (a != b) | (a.T != b.T)
+    return int(np.triu(differ, 1).sum())
+
+
+def edge_scores(
+    estimate: PartiallyDirectedGraph | np.ndarray, truth: PartiallyDirectedGraph | np.ndarray
+) -> dict[str, float]:
+    """Precision, recall and F1 of the skeleton and of the oriented edge marks.
+
+    Skeleton: over unordered adjacent pairs. Oriented: over ordered pairs ``(i, j)`` with
+    ``a[i, j] = 1`` (``i -> j``; an undirected edge counts as both directions), so an edge
+    counts as correct only with the same orientation. An empty denominator gives 1.0 when
+    both sides are empty and 0.0 otherwise.
+
+    Returns
+    -------
+    dict
+        Keys ``skeleton_precision``, ``skeleton_recall``, ``skeleton_f1``,
+        ``oriented_precision``, ``oriented_recall``, ``oriented_f1``.
+    """
+    a, b = _matrix_of(estimate), _matrix_of(truth)
+    if a.shape != b.shape:
+        raise ValueError(f"graphs have different sizes: {a.shape} vs {b.shape}")
+    out: dict[str, float] = {}
+    skel_a, skel_b = np.triu(a | a.T, 1), np.triu(b | b.T, 1)
+    for name, est, ref in (("skeleton", skel_a, skel_b), ("oriented", a, b)):
+        tp, n_est, n_ref = int((est & ref).sum()), int(est.sum()), int(ref.sum())
+        precision = tp / n_est if n_est else float(n_ref == 0)
+        recall = tp / n_ref if n_ref else float(n_est == 0)
+        total = precision + recall
+        out[f"{name}_precision"] = precision
+        out[f"{name}_recall"] = recall
+        out[f"{name}_f1"] = 2 * precision * recall / total if total else 0.0
+    return out
 
 
 # ============================================================================ statistics
@@ -723,8 +796,11 @@ class PC:
         The learned graph.
     adjacency_ : ndarray of shape (p, p)
         ``cpdag_.adjacency`` (int8; ``a[i, j]=1, a[j, i]=0`` is ``i -> j``; both 1 undirected).
-    sepsets_ : dict of frozenset({i, j}) -> tuple of int
-        The set that separated each removed pair.
+    sepsets_ : dict of frozenset({i, j}) -> tuple of tuples of int
+        Every set that separated each removed pair: in the level where a pair is removed, all
+        conditioning sets of that size are tried from both ends (as causal-learn's stable PC
+        does), and an unshielded triple ``i - k - j`` becomes a collider only when ``k`` is in
+        none of them.
     n_tests_ : int
         Distinct CI tests run.
     shifted_ : ndarray of shape (p, p), bool
@@ -873,7 +949,7 @@ class PC:
         alpha = float(self.alpha)
         required_skeleton = knowledge.required | knowledge.required.T
         adj = ~np.eye(p, dtype=bool) & ~(knowledge.forbidden & knowledge.forbidden.T)
-        sepsets: dict[frozenset[int], tuple[int, ...]] = {}
+        sepsets: dict[frozenset[int], list[tuple[int, ...]]] = {}
         cache: dict[tuple[int, int, tuple[int, ...]], float] = {}
 
         def pvalue(i: int, j: int, cond: tuple[int, ...]) -> float:
@@ -899,17 +975,23 @@ class PC:
             for i in range(p):
                 neighbours = np.flatnonzero(snapshot[i]).tolist()
                 for j in neighbours:
-                    if not adj[i, j] or required_skeleton[i, j]:
+                    # PC-stable: a pair adjacent at the start of the level is tested from both
+                    # ends, even if the other end already removed it, so that every separating
+                    # set of the level is recorded (colliders need k outside all of them) ...
+                    if required_skeleton[i, j]:
                         continue
                     candidates = [k for k in neighbours if k != j]
                     if len(candidates) < level:
                         continue
                     any_testable = True
+                    # ... and, as in causal-learn's stable PC, every conditioning set of the
+                    # level is tried, not just up to the first that separates.
                     for cond in itertools.combinations(candidates, level):
                         if pvalue(i, j, cond) > alpha:
                             adj[i, j] = adj[j, i] = False
-                            sepsets[frozenset((i, j))] = cond
-                            break
+                            found = sepsets.setdefault(frozenset((i, j)), [])
+                            if cond not in found:
+                                found.append(cond)
             if not any_testable:
                 break
             level += 1
@@ -945,17 +1027,21 @@ class PC:
                 i, j = int(i), int(j)
                 if adj[i, j]:
                     continue
-                sepset = sepsets.get(frozenset((i, j)))
-                if sepset is None or k in sepset:
+                found = sepsets.get(frozenset((i, j)))
+                if found is None or any(k in cond for cond in found):
                     continue
-                for u in (i, j):
-                    if a[u, k] and a[k, u] and not forbidden[u, k]:
-                        a[k, u] = False
+                # Priority to colliders already oriented (causal-learn's uc_priority=2): orient
+                # the whole triple only if neither edge already points out of k.
+                if (a[k, i] and not a[i, k]) or (a[k, j] and not a[j, k]):
+                    continue
+                if forbidden[i, k] or forbidden[j, k]:
+                    continue
+                a[k, i] = a[k, j] = False
 
         oriented = meek_closure(a, forbidden=forbidden)
         self.cpdag_ = PartiallyDirectedGraph(oriented.astype(np.int8))
         self.adjacency_ = self.cpdag_.adjacency
-        self.sepsets_ = sepsets
+        self.sepsets_ = {pair: tuple(found) for pair, found in sepsets.items()}
         self.n_tests_ = len(cache)
         self.shifted_ = shifted if shifted is not None else np.zeros((p, p), dtype=bool)
         counts = np.zeros(p + 1, dtype=int)

@@ -59,9 +59,11 @@ def test_oracle_pc_recovers_cpdag_exactly(dag: nx.DiGraph) -> None:
     pc = PC(ci_test=DSeparationOracle(dag)).fit()
     np.testing.assert_array_equal(pc.adjacency_, causallearn_cpdag(dag))
     # every separating set really separates
-    for pair, sepset in pc.sepsets_.items():
+    for pair, found in pc.sepsets_.items():
         i, j = sorted(pair)
-        assert nx.is_d_separator(dag, {i}, {j}, set(sepset))
+        assert found
+        for sepset in found:
+            assert nx.is_d_separator(dag, {i}, {j}, set(sepset))
 
 
 @given(dag=dags)
@@ -140,9 +142,11 @@ def test_pc_input_is_not_mutated_and_is_deterministic() -> None:
 
 
 def knob_story_sem() -> LinearGaussianSEM:
-    # 0 context -> 1 knob -> 2 mediator -> 3 reward, 0 -> 3
+    # 0 context -> 1 knob -> 2 mediator -> 3 reward, 0 -> 3. The sign of 2 -> 3 keeps the
+    # partial correlation of 0 and 2 given 3 away from 0 (+0.62; with +0.7 it would be -0.017,
+    # nearly unfaithful, and the collider at 3 would be lost at any practical n).
     weights = np.zeros((4, 4))
-    weights[0, 1], weights[1, 2], weights[2, 3], weights[0, 3] = 0.8, 0.9, 0.7, 0.6
+    weights[0, 1], weights[1, 2], weights[2, 3], weights[0, 3] = 0.8, 0.9, -0.7, 0.6
     return LinearGaussianSEM(weights=weights, noise_var=np.ones(4))
 
 
