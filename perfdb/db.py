@@ -17,7 +17,7 @@ picks; a collective over one GPU costs 0 ms. No query returns NaN: a non-finite 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import pandas as pd
 import yaml
 
 from perfdb.grid import EfficiencyGrid
-from perfdb.ops import DTYPE_BYTES, Op, normalize_dtype, op_class
+from perfdb.ops import Op, normalize_dtype, op_class
 from perfdb.roofline import SPEC_PRICED, fallback_ms, roofline_ms
 from perfdb.specs import HardwareSpec
 from perfdb.tables import NCCL_TABLES, SCHEMAS, TableSchema, read_table, version_key
@@ -279,11 +279,44 @@ class PerfDB:
             return hit
         if not hasattr(op, "op_type"):
             raise ValueError(f"not a perfdb op: {op!r}")
-        values = {f.name: getattr(op, f.name) for f in fields(op)}
-        ms, src = self._query(type(op).op_type, {k: np.asarray([v]) for k, v in values.items()})
+        cls = type(op)
+        cols, n = self._columns(cls, {f.name: getattr(op, f.name) for f in fields(op)})
+        ms, src = self._query(cls.op_type, cols, n)
         result = (float(ms[0]), str(SOURCES[src[0]]))
         self._cache[op] = result
         return result
+
+    def latencies(self, ops: Iterable[Op]) -> list[tuple[float, str]]:
+        """Latencies of many ops of mixed types (e.g. one forward pass), memoized.
+
+        The distinct ops not yet priced are priced with one vectorized call per op type, so a
+        first pricing costs a few vectorized calls rather than one query per op.
+
+        Parameters
+        ----------
+        ops : iterable of Op
+
+        Returns
+        -------
+        list of (float, str)
+            ``(ms, source)`` per op, in order.
+        """
+        ops = list(ops)
+        todo: dict[type, dict[Any, None]] = {}
+        for op in ops:
+            if op not in self._cache:
+                if not hasattr(op, "op_type"):
+                    raise ValueError(f"not a perfdb op: {op!r}")
+                todo.setdefault(type(op), {})[op] = None
+        for cls, group in todo.items():
+            batch = list(group)
+            names = [f.name for f in fields(cls)]
+            arrays = {name: np.array([getattr(o, name) for o in batch]) for name in names}
+            cols, n = self._columns(cls, arrays)
+            ms, src = self._query(cls.op_type, cols, n)
+            for o, a, b in zip(batch, ms, src, strict=True):
+                self._cache[o] = (float(a), str(SOURCES[b]))
+        return [self._cache[op] for op in ops]
 
     def latency_many(self, op_type: str | type, **arrays: Any) -> tuple[np.ndarray, np.ndarray]:
         """Vectorized latency of many ops of one type.
@@ -294,7 +327,8 @@ class PerfDB:
             ``"gemm"`` or :class:`~perfdb.ops.GemmOp`, etc.
         **arrays
             The op's fields as equal-length arrays (or scalars, broadcast); omitted fields take
-            the op's defaults.
+            the op's defaults. Sizes are checked for positivity; the cross-field checks of the
+            op classes (e.g. heads divisible by KV heads) are not repeated here.
 
         Returns
         -------
@@ -315,57 +349,79 @@ class PerfDB:
         ((3,), ['measured', 'interpolated', 'measured'])
         """
         cls = op_class(op_type)
-        cols = self._columns(cls, arrays)
-        ms, src = self._query(cls.op_type, cols)
+        cols, n = self._columns(cls, arrays)
+        ms, src = self._query(cls.op_type, cols, n)
         return ms, SOURCES[src]
 
-    def _columns(self, cls: type, arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def _columns(self, cls: type, arrays: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], int]:
+        """Validated columns: numeric fields as flat int64 arrays of length ``n``; string and
+        flag fields stay 0-d when given as scalars (one categorical group, no sorting)."""
         names = {f.name: f for f in fields(cls)}
         unknown = set(arrays) - set(names)
         if unknown:
             raise ValueError(
                 f"{cls.__name__} has no field(s) {sorted(unknown)}; fields: {list(names)}"
             )
-        raw: dict[str, Any] = {}
+        raw: dict[str, np.ndarray] = {}
         for name, f in names.items():
             if name in arrays:
-                raw[name] = arrays[name]
+                raw[name] = np.asarray(arrays[name])
             elif f.default is not MISSING:
-                raw[name] = f.default
+                raw[name] = np.asarray(f.default)
             else:
                 raise ValueError(f"{cls.__name__}: missing field {name!r}")
-        shaped = np.broadcast_arrays(*[np.asarray(v) for v in raw.values()])
+        try:
+            shape = np.broadcast_shapes(*(a.shape for a in raw.values()))
+        except ValueError:
+            sizes = {k: a.shape for k, a in raw.items() if a.ndim}
+            raise ValueError(
+                f"{cls.__name__}: field arrays have different shapes {sizes}"
+            ) from None
+        n = int(np.prod(shape))
+        if n == 0:
+            raise ValueError(f"{cls.__name__}: empty query")
         out: dict[str, np.ndarray] = {}
-        for (name, _), arr in zip(raw.items(), shaped, strict=True):
+        for name, arr in raw.items():
             owner = f"{cls.__name__}.{name}"
             if name in cls._dtype_fields:
-                uniq = {u: normalize_dtype(str(u), owner=owner) for u in np.unique(arr)}
-                out[name] = np.vectorize(uniq.get, otypes=[object])(arr).astype(str)
-            elif arr.dtype.kind in "biuf" and names[name].type in ("int", int):
-                if arr.dtype.kind == "f" and not np.all(np.mod(arr, 1) == 0):
-                    raise ValueError(f"{owner} must be integers")
+                if arr.ndim == 0:
+                    out[name] = np.asarray(normalize_dtype(str(arr), owner=owner))
+                else:
+                    flat = np.broadcast_to(arr, shape).ravel().astype(str)
+                    uniq, inverse = np.unique(flat, return_inverse=True)
+                    canon = np.array([normalize_dtype(u, owner=owner) for u in uniq])
+                    out[name] = canon[inverse.ravel()]
+            elif names[name].type in ("int", int):
+                if arr.dtype.kind not in "iuf" or (
+                    arr.dtype.kind == "f" and not np.all(np.mod(arr, 1) == 0)
+                ):
+                    raise ValueError(f"{owner} must be integers, got dtype {arr.dtype}")
                 floor = 0 if name in cls._zero_ok else 1
                 if np.any(arr < floor):
                     bad = arr[arr < floor].ravel()[0]
                     kind = "non-negative" if floor == 0 else "positive"
                     raise ValueError(f"{owner} must be {kind} integers, got {bad!r}")
-                out[name] = arr.astype(np.int64)
+                out[name] = np.broadcast_to(arr.astype(np.int64), shape).ravel()
             elif name == "distribution":
                 norm = np.char.lower(arr.astype(str))
-                out[name] = np.where(norm == "uniform", "balanced", norm)
+                norm = np.where(norm == "uniform", "balanced", norm)
+                out[name] = norm if arr.ndim == 0 else np.broadcast_to(norm, shape).ravel()
             else:
-                out[name] = arr
-        return {k: np.atleast_1d(v).ravel() for k, v in out.items()}
+                if arr.dtype.kind == "O":
+                    arr = arr.astype(str)
+                out[name] = arr if arr.ndim == 0 else np.broadcast_to(arr, shape).ravel()
+        return out, n
 
-    def _query(self, op_type: str, cols: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        n = len(next(iter(cols.values())))
+    def _query(
+        self, op_type: str, cols: dict[str, np.ndarray], n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         if op_type in SPEC_PRICED:
             ms = np.asarray(roofline_ms(self._spec, op_type, cols), dtype=np.float64)
             return np.broadcast_to(ms, (n,)).copy(), np.full(n, 2, dtype=np.int8)
         best_ms = np.full(n, np.inf)
         best_src = np.full(n, 2, dtype=np.int8)
         for name in _OP_TABLES[op_type]:
-            ms, src = self._query_table(name, op_type, cols)
+            ms, src = self._query_table(name, op_type, cols, n)
             better = ms < best_ms
             best_ms = np.where(better, ms, best_ms)
             best_src = np.where(better, src, best_src)
@@ -375,35 +431,37 @@ class PerfDB:
             best_src = np.where(single, 2, best_src).astype(np.int8)
         if not np.all(np.isfinite(best_ms)):
             bad = int(np.flatnonzero(~np.isfinite(best_ms))[0])
-            shape = {k: v[bad] for k, v in cols.items()}
+            shape = {k: (v[bad] if v.ndim else v) for k, v in cols.items()}
             raise ValueError(f"{self}: no finite latency for {op_type} {shape}")
         return best_ms, best_src
 
     def _query_table(
-        self, name: str, op_type: str, cols: dict[str, np.ndarray]
+        self, name: str, op_type: str, cols: dict[str, np.ndarray], n: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        n = len(next(iter(cols.values())))
         schema = SCHEMAS[name]
-        cat_cols = {}
-        for c in schema.categorical:
-            if c == "mode":
-                continue
-            cat_cols[c] = cols[c]
+        cat_cols = {c: cols[c] for c in schema.categorical if c != "mode"}
         ms = np.empty(n)
         src = np.full(n, 2, dtype=np.int8)
         if name == "custom_all_reduce" and name not in self._files:
             return np.full(n, np.inf), src  # optional: NCCL prices all-reduce alone
         slices = self._table_slices(name) if name in self._files else {}
-        if cat_cols:
-            keys = np.stack([cat_cols[c] for c in cat_cols], axis=1)
+        groups: list[tuple[tuple[str, ...], np.ndarray | None]]
+        if all(v.ndim == 0 for v in cat_cols.values()):
+            groups = [(tuple(str(v) for v in cat_cols.values()), None)]
+        else:
+            keys = np.stack([np.broadcast_to(v, (n,)) for v in cat_cols.values()], axis=1)
             uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
             inverse = inverse.ravel()
-        else:
-            uniq, inverse = np.zeros((1, 0), dtype=str), np.zeros(n, dtype=np.int64)
-        for u, key in enumerate(uniq):
-            sel = np.flatnonzero(inverse == u)
-            sub = {k: v[sel] for k, v in cols.items()}
-            cat_key = tuple(str(k) for k in key)
+            groups = [
+                (tuple(str(k) for k in key), np.flatnonzero(inverse == u))
+                for u, key in enumerate(uniq)
+            ]
+        for cat_key, sel in groups:
+            if sel is None:
+                where, sub, m = slice(None), cols, n
+            else:
+                where, m = sel, len(sel)
+                sub = {k: (v[sel] if v.ndim else v) for k, v in cols.items()}
             if name == "custom_all_reduce":
                 lookup = next((k for k in slices if k[0] == cat_key[0]), None)
             elif cat_key in slices:
@@ -415,41 +473,56 @@ class PerfDB:
                 lookup = None
             if lookup is None:
                 if name == "custom_all_reduce":
-                    ms[sel], src[sel] = np.inf, 2
+                    ms[where], src[where] = np.inf, 2
                     continue
-                scalar = {c: cat_key[i] for i, c in enumerate(cat_cols)}
-                ms[sel] = fallback_ms(self._spec, op_type, {**sub, **_original_cats(sub, scalar)})
-                src[sel] = 2
+                ms[where] = fallback_ms(self._spec, op_type, {**sub, **_scalar_cats(sub)})
+                src[where] = 2
                 continue
             sl = slices[lookup]
             cat = dict(zip(schema.categorical, lookup, strict=True))
-            ms[sel], src[sel] = self._query_slice(sl, cat, op_type, sub, name)
+            ms[where], src[where] = self._query_slice(sl, cat, op_type, sub, name, m)
         return ms, src
 
     def _query_slice(
-        self, sl: _Slice, cat: dict[str, str], op_type: str, sub: dict[str, np.ndarray], name: str
+        self,
+        sl: _Slice,
+        cat: dict[str, str],
+        op_type: str,
+        sub: dict[str, np.ndarray],
+        name: str,
+        m: int,
     ) -> tuple[np.ndarray, np.ndarray]:
-        m = len(next(iter(sub.values())))
         schema = sl.schema
         if schema.structural:
             q = np.stack([sub[c].astype(np.float64) for c in schema.structural], axis=1)
+            if (q == q[0]).all():  # the common case: one structure for the whole query
+                uq, inverse = q[:1], np.zeros(m, dtype=np.int64)
+            else:
+                uq, inverse = np.unique(q, axis=0, return_inverse=True)
+                inverse = inverse.ravel()
             dist = np.abs(
-                np.log2(1.0 + q[:, None, :]) - np.log2(1.0 + sl.struct_keys[None, :, :])
+                np.log2(1.0 + uq[:, None, :]) - np.log2(1.0 + sl.struct_keys[None, :, :])
             ).sum(axis=2)
-            nearest = np.argmin(dist, axis=1)
-            struct_exact = dist[np.arange(m), nearest] == 0
+            best = np.argmin(dist, axis=1)
+            nearest = best[inverse]
+            struct_exact = (dist[np.arange(len(uq)), best] == 0)[inverse]
         else:
             nearest = np.zeros(m, dtype=np.int64)
             struct_exact = np.ones(m, dtype=bool)
         # the roofline of the query itself, with the op's own dtypes (not the table's aliases)
-        op_cats = {c: sub[c][0] for c in sub if sub[c].dtype.kind in "UO"}
-        roof = roofline_ms(self._spec, op_type, {**sub, **op_cats})
+        roof = roofline_ms(self._spec, op_type, {**sub, **_scalar_cats(sub)})
         ms = np.empty(m)
         src = np.empty(m, dtype=np.int8)
-        for g in np.unique(nearest):
-            rows = np.flatnonzero(nearest == g)
+        groups = (
+            [0] if not schema.structural or (nearest == nearest[0]).all() else np.unique(nearest)
+        )
+        for g in groups:
+            rows = slice(None) if len(groups) == 1 else np.flatnonzero(nearest == g)
             grid = self._grid(
-                sl, int(g), cat if name != "custom_all_reduce" else {"dtype": cat["dtype"]}, op_type
+                sl,
+                int(nearest[0]) if len(groups) == 1 else int(g),
+                cat if name != "custom_all_reduce" else {"dtype": cat["dtype"]},
+                op_type,
             )
             y, s, exact = grid.query([sub[c][rows] for c in schema.grid])
             est = np.exp(y) * roof[rows]
@@ -459,13 +532,10 @@ class PerfDB:
         return ms, src
 
 
-def _original_cats(sub: dict[str, np.ndarray], scalar: dict[str, str]) -> dict[str, Any]:
-    """Categorical values for the roofline: the op's own dtype (bf16), not the table alias."""
-    out: dict[str, Any] = dict(scalar)
-    for c in scalar:
-        if c in sub and len(sub[c]):
-            out[c] = sub[c][0]
-    for c, v in out.items():
-        if c.endswith("dtype") and v not in DTYPE_BYTES:
-            out[c] = normalize_dtype(v)
+def _scalar_cats(sub: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The string fields of a single-category group as scalars (for the roofline functions)."""
+    out: dict[str, Any] = {}
+    for c, v in sub.items():
+        if v.dtype.kind in "UO":
+            out[c] = str(v) if v.ndim == 0 else str(v[0])
     return out

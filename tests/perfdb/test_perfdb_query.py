@@ -300,3 +300,28 @@ def test_malformed_system_file_is_named(tmp_path):
     (tmp_path / "a100_sxm" / "system.yaml").write_text("spec: [1, 2\n")
     with pytest.raises(ValueError, match=r"system\.yaml"):
         load_system("a100_sxm", root=tmp_path)
+
+
+def test_batched_latencies_match_single_queries():
+    mixed = [
+        GemmOp(100, 4096, 4096),
+        GemmOp(100, 4096, 4096, "fp8"),
+        GenerationAttentionOp(33, 1000, 32, 8, 128),
+        AllReduceOp(10**6, 4),
+        AllReduceOp(10**6, 1),
+        P2POp(10**6, inter_node=True),
+        MoEOp(100, 4096, 14336, 2, 8, distribution="power_law_1.2"),
+        MLABmmOp(10, 16, "pre"),
+        GemmOp(100, 4096, 4096),
+    ]
+    batched = load_system("h100_sxm").latencies(mixed)
+    single = load_system("h100_sxm")
+    assert batched == [single.latency(op) for op in mixed]
+
+
+def test_vectorized_string_arrays_group_by_dtype(h100):
+    ms, _ = h100.latency_many(
+        "gemm", m=[64, 64, 64], n=4096, k=4096, dtype=["bf16", "fp8", "bfloat16"]
+    )
+    assert ms[0] == ms[2] and ms[1] < ms[0]
+    assert ms[1] == h100.latency(GemmOp(64, 4096, 4096, "fp8"))[0]
