@@ -382,26 +382,32 @@ class GramStatistics:
 
 
 def batched_gram_ols(
-    grams: np.ndarray, cols: np.ndarray, target: int, n_params: np.ndarray
+    grams: np.ndarray,
+    cols: np.ndarray,
+    target: int | np.ndarray,
+    n_params: np.ndarray,
+    gram_index: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Many small OLS fits at once, each from its own Gram matrix.
+    """Many small OLS fits at once from Gram matrices.
 
-    Fit ``m`` is the regression of column ``target`` on columns ``cols[m]`` of ``grams[m]``
-    (column 0 of a Gram built from ``z = [1, x]`` is the intercept). Fits with fewer regressors
-    pad ``cols`` with *dummy* columns whose Gram block is the identity and whose cross terms are
-    zero: they get zero coefficients and leave the other coefficients unchanged, so all fits share
-    one shape and one batched inverse.
+    Fit ``m`` regresses column ``target[m]`` on columns ``cols[m]`` of the Gram matrix
+    ``grams[gram_index[m]]`` (column 0 of a Gram built from ``z = [1, x]`` is the intercept).
+    Fits with fewer regressors pad ``cols`` with *dummy* columns whose Gram block is the identity
+    and whose cross terms are zero: they get zero coefficients and leave the other coefficients
+    unchanged, so all fits share one shape and one batched inverse.
 
     Parameters
     ----------
-    grams : numpy.ndarray, shape (m, d, d)
-        One Gram matrix per fit (``grams[m, 0, 0]`` = number of rows).
+    grams : numpy.ndarray, shape (g, d, d)
+        Gram matrices (``grams[i, 0, 0]`` = number of rows).
     cols : numpy.ndarray of int, shape (m, k)
         Regressor columns per fit, padded with dummy columns.
-    target : int
-        The outcome column.
+    target : int or numpy.ndarray of int, shape (m,)
+        The outcome column (per fit, or shared).
     n_params : numpy.ndarray of int, shape (m,)
         Number of real (non-dummy) regressors per fit, for the residual degrees of freedom.
+    gram_index : numpy.ndarray of int, shape (m,), optional
+        Which Gram each fit uses (default: fit ``m`` uses ``grams[m]``).
 
     Returns
     -------
@@ -415,14 +421,18 @@ def batched_gram_ols(
     """
     grams = np.asarray(grams, dtype=float)
     cols = np.asarray(cols, dtype=np.int64)
-    if grams.ndim != 3 or cols.ndim != 2 or grams.shape[0] != cols.shape[0]:
-        raise ValueError(f"grams (m, d, d) and cols (m, k) disagree: {grams.shape}, {cols.shape}")
-    a = np.take_along_axis(
-        np.take_along_axis(grams, cols[:, :, None], axis=1), cols[:, None, :], axis=2
-    )
-    b = np.take_along_axis(grams[:, :, target], cols, axis=1)
-    yy = grams[:, target, target]
-    n = grams[:, 0, 0]
+    m = cols.shape[0]
+    gi = np.arange(m) if gram_index is None else np.asarray(gram_index, dtype=np.int64)
+    if grams.ndim != 3 or cols.ndim != 2 or gi.shape != (m,):
+        raise ValueError(
+            f"grams (g, d, d), cols (m, k) and gram_index (m,) disagree: "
+            f"{grams.shape}, {cols.shape}, {gi.shape}"
+        )
+    tgt = np.broadcast_to(np.asarray(target, dtype=np.int64), (m,))
+    a = grams[gi[:, None, None], cols[:, :, None], cols[:, None, :]]
+    b = grams[gi[:, None], cols, tgt[:, None]]
+    yy = grams[gi, tgt, tgt]
+    n = grams[gi, 0, 0]
     with np.errstate(all="ignore"):
         try:
             inv = np.linalg.inv(a)

@@ -294,13 +294,14 @@ class BAUCB(Policy):
         if m == 0:
             return theta, var
         y_col = 1 + self.context.reward_index
-        grams = self.node_grams_[self.pair_node_]
         k = 2 + self.pair_size_
-        coef, inv, sigma2, _ = batched_gram_ols(grams, self.pair_cols_, y_col, k)
+        coef, inv, sigma2, _ = batched_gram_ols(
+            self.node_grams_, self.pair_cols_, y_col, k, gram_index=self.pair_node_
+        )
         pair_theta = coef[:, 1]
         with np.errstate(all="ignore"):
             pair_var = sigma2 * inv[:, 1, 1]
-        ok = grams[:, 0, 0] > k + 1
+        ok = self.node_grams_[self.pair_node_, 0, 0] > k + 1
         ok &= np.isfinite(pair_theta) & np.isfinite(pair_var) & (pair_var > 0)
         nodes = self.pair_node_[ok]
         counts = np.bincount(nodes, minlength=n_nodes)
@@ -353,7 +354,7 @@ class BAUCB(Policy):
                 exp_ok, exp_mean / exp_var, 0.0
             )
             var = np.where(prec > 0, 1.0 / np.maximum(prec, 1e-300), np.inf)
-        mean = np.where(prec > 0, weighted * var, 0.0)
+            mean = np.where(prec > 0, weighted / np.maximum(prec, 1e-300), 0.0)
         self._cache = (mean, var, obs_ok)
         self._cache_t = self.n_updates_
         return self._cache

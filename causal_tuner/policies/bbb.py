@@ -106,6 +106,10 @@ class BBBUCB(Policy):
         self.regime_grams_[p] = g0
         self.total_gram_ = g0.copy()
         self.prior_mean_, self.prior_var_ = self._priors(g0)
+        with np.errstate(divide="ignore"):
+            self.prior_prec_ = np.where(np.isfinite(self.prior_var_), 1.0 / self.prior_var_, 0.0)
+        self.arm_pair_mask_ = self.pair_node_[None, :] == self.arm_node_pos_[:, None]
+        self.score_target_ = 1 + self.nodes_[self.pair_node_]
         self._cache_t = -1
 
     def _priors(self, g0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,8 +123,9 @@ class BBBUCB(Policy):
         k = 2 + self.pair_size_
         if n0 < 3:
             return mean, var
-        grams = np.broadcast_to(g0, (n_pairs, *g0.shape))
-        coef, inv, sigma2, _ = batched_gram_ols(grams, self.prior_cols_, 1 + ctx.reward_index, k)
+        coef, inv, sigma2, _ = batched_gram_ols(
+            g0[None], self.prior_cols_, 1 + ctx.reward_index, k, gram_index=np.zeros(n_pairs, int)
+        )
         d = self.dim_
         means = g0[0, 1:d] / n0
         cov = (g0[1:d, 1:d] - n0 * np.outer(means, means)) / (n0 - 1)
@@ -161,28 +166,29 @@ class BBBUCB(Policy):
         # Rows valid for X_j's mechanism: all rows except those that intervened on j.
         grams = self.total_gram_[None] - self.regime_grams_[self.nodes_]
         grams[:, self.dim_ :, self.dim_ :] = np.eye(self.width_)
-        per_pair = grams[self.pair_node_]
         k = 1 + self.pair_size_
-        # Each node has its own target column: one batched solve per node.
-        weights = np.zeros(len(self.pair_node_))
-        for pos, j in enumerate(self.nodes_):
-            sel = np.flatnonzero(self.pair_node_ == pos)
-            _, _, _, rss = batched_gram_ols(
-                per_pair[sel], self.score_cols_[sel], 1 + int(j), k[sel]
+        _, _, _, rss = batched_gram_ols(
+            grams, self.score_cols_, self.score_target_, k, gram_index=self.pair_node_
+        )
+        n = grams[self.pair_node_, 0, 0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bic = n * np.log(np.maximum(rss, 1e-300) / np.maximum(n, 1)) + k * np.log(
+                np.maximum(n, 2)
             )
-            n = per_pair[sel, 0, 0]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                bic = n * np.log(np.maximum(rss, 1e-300) / np.maximum(n, 1)) + k[sel] * np.log(
-                    np.maximum(n, 2)
-                )
-            bic = np.where(np.isfinite(bic) & (n > k[sel] + 1), bic, np.inf)
-            if not np.isfinite(bic).any():
-                weights[sel] = 1.0 / len(sel)
-                continue
-            logw = -0.5 * (bic - bic[np.isfinite(bic)].min())
-            w = np.exp(logw)
-            weights[sel] = w / w.sum()
-        return weights
+        bic = np.where(np.isfinite(bic) & (n > k + 1), bic, np.inf)
+        n_nodes = len(self.nodes_)
+        best = np.full(n_nodes, np.inf)
+        np.minimum.at(best, self.pair_node_, bic)
+        best = np.where(np.isfinite(best), best, 0.0)
+        w = np.where(np.isfinite(bic), np.exp(-0.5 * (bic - best[self.pair_node_])), 0.0)
+        total = np.bincount(self.pair_node_, w, minlength=n_nodes)
+        # A node with no scorable set gets uniform weights.
+        uniform = 1.0 / np.bincount(self.pair_node_, minlength=n_nodes)
+        return np.where(
+            total[self.pair_node_] > 0,
+            w / np.maximum(total[self.pair_node_], 1e-300),
+            uniform[self.pair_node_],
+        )
 
     def arm_posteriors(self) -> tuple[np.ndarray, np.ndarray]:
         """Model-averaged posterior mean and variance of every arm's mean reward."""
@@ -192,26 +198,22 @@ class BBBUCB(Policy):
         sigma2 = self.pooled_noise_var()
         n = self.counts_[:, None].astype(float)
         sums = self.reward_sums_[:, None]
+        prior_prec = self.prior_prec_
+        prec = prior_prec + n / sigma2
         with np.errstate(divide="ignore", invalid="ignore"):
-            prior_prec = np.where(np.isfinite(self.prior_var_), 1.0 / self.prior_var_, 0.0)
-            prec = prior_prec + n / sigma2
             post_var = np.where(prec > 0, 1.0 / prec, np.inf)
             post_mean = np.where(
                 prec > 0, (prior_prec * self.prior_mean_ + sums / sigma2) * post_var, 0.0
             )
-        k = len(self.context.arms)
-        mean = np.zeros(k)
-        var = np.full(k, np.inf)
-        for a in range(k):
-            sel = self.pair_node_ == self.arm_node_pos_[a]
-            w = weights[sel]
-            pv = post_var[a, sel]
-            if not np.all(np.isfinite(pv[w > 0])):
-                continue
-            pm = post_mean[a, sel]
-            mean[a] = float(w @ pm)
-            var[a] = float(w @ (pv + pm**2) - mean[a] ** 2)
-            var[a] = max(var[a], float(w @ pv) * 1e-9)
+        w = np.where(self.arm_pair_mask_, weights[None, :], 0.0)
+        unknown = ((w > 0) & ~np.isfinite(post_var)).any(axis=1)
+        pv = np.where(w > 0, post_var, 0.0)
+        pm = np.where(w > 0, post_mean, 0.0)
+        mean = (w * pm).sum(axis=1)
+        second = (w * (pv + pm**2)).sum(axis=1)
+        var = np.maximum(second - mean**2, (w * pv).sum(axis=1) * 1e-9)
+        mean = np.where(unknown, 0.0, mean)
+        var = np.where(unknown, np.inf, var)
         self._cache = (mean, var)
         self._cache_t = self.n_updates_
         return self._cache
