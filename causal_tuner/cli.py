@@ -13,6 +13,7 @@ import click
 
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("causal_tuner.demo", "demo"),
+    "discover": ("causal_tuner.discovery", "discover_command"),
     "perfdb": ("perfdb.cli", "perfdb"),
     "search": ("simulator.cli_search", "search"),
     "replay": ("simulator.cli_replay", "replay"),
