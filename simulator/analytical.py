@@ -146,13 +146,27 @@ class QueueModel:
     ----------
     arrival_cv2 : float
         Squared coefficient of variation of prefill arrivals in Kingman's formula.
+    rounds : float
+        Closed-loop benchmarks start all ``N`` clients at once: the first of their ``rounds``
+        requests arrive as one burst whose prefills queue behind each other; later rounds are
+        in steady state. Mean TTFT = (burst TTFT + (rounds - 1) x steady TTFT) / rounds.
+        ``math.inf`` means steady state only.
     """
 
     arrival_cv2: float = 1.0
+    rounds: float = math.inf
 
     def __post_init__(self) -> None:
         if self.arrival_cv2 < 0:
             raise ValueError(f"arrival_cv2 must be >= 0, got {self.arrival_cv2}")
+        if not self.rounds >= 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+
+    def blend(self, burst_ms: float, steady_ms: float) -> float:
+        """Mean TTFT over a run that starts with one burst."""
+        if math.isinf(self.rounds):
+            return steady_ms
+        return (burst_ms + (self.rounds - 1) * steady_ms) / self.rounds
 
 
 #: Fitted by ``benchmarks/fidelity.py --calibrate`` on the calibration half of
@@ -233,6 +247,39 @@ def _chunks(tokens: float, budget: float) -> tuple[int, float]:
     """Number of chunks and the size of the last one."""
     n = max(1, math.ceil(tokens / budget))
     return n, tokens - (n - 1) * budget
+
+
+def burst_ttft_ms(
+    model: AnalyticalStepModel,
+    num_requests: float,
+    isl: float,
+    token_budget: int,
+    *,
+    chunked_prefill: bool = True,
+    max_running: float = math.inf,
+) -> float:
+    """Mean TTFT of ``num_requests`` prompts arriving together at an idle engine.
+
+    Prefill runs in full steps of ``token_budget`` tokens (whole prompts when chunking is off);
+    request ``k`` gets its first token at the end of step ``ceil(k * isl / budget)``. Requests
+    beyond ``max_running`` are not modelled separately (they would wait longer still).
+    """
+    n = max(1, round(min(num_requests, max_running)))
+    if chunked_prefill:
+        per_step = float(token_budget)
+    else:
+        per_step = max(1, token_budget // max(int(isl), 1)) * isl
+    per_step = min(per_step, n * isl)
+    seqs_per_step = per_step / isl
+    if isl <= per_step:
+        attn = seqs_per_step * model.prefill_attention_ms(isl, 0.0)
+    else:
+        attn = model.prefill_attention_ms(per_step, isl / 2)
+    stage = model.token_time_ms(per_step) + model.lm_head_time_ms(max(seqs_per_step, 1)) + attn
+    step = stage * model.parallel.pp * model.overhead.kernel_scale + model.overhead.step_ms
+    k = np.arange(1, n + 1)
+    steps = np.ceil(k * isl / per_step - 1e-9)
+    return float(steps.mean() * step)
 
 
 def estimate_static(
@@ -460,6 +507,18 @@ def estimate_aggregated(
         queued_wait = max(clients / rep.lam - cycle, 0.0) if rep.lam > 0 else 0.0
         lam = rep.lam
     ttft = rep.ttft + queued_wait
+    if workload.concurrency is not None:
+        burst = burst_ttft_ms(
+            model,
+            workload.concurrency / ranks,
+            isl,
+            batching.max_num_batched_tokens,
+            chunked_prefill=batching.chunked_prefill,
+            max_running=running_cap,
+        )
+        # a scheduler that does not mix prefill into decode steps keeps the clients in
+        # lockstep (all decode together and finish together), so every round is a burst
+        ttft = queue.blend(max(burst, ttft), ttft) if mixed else max(burst, ttft)
     latency = ttft + max(osl - 1, 0) * rep.tpot
     gpus = model.parallel.num_gpus * replicas
     total_rate = lam * ranks * 1e3  # req/s
@@ -590,6 +649,11 @@ def estimate_disaggregated(
         cycle = ttft + max(osl - 1, 0) * tpot
         queued = max(clients / lam - cycle, 0.0) if lam > 0 else 0.0
     ttft += queued
+    if workload.concurrency is not None:
+        # a burst of N: each prefill rank serves its share one request after another
+        n_p = workload.concurrency / p_ranks
+        burst = (n_p + 1) / 2 * s_p + transfer
+        ttft = queue.blend(max(burst, ttft), ttft)
     latency = ttft + max(osl - 1, 0) * tpot
     gpus = prefill.parallel.num_gpus * prefill_workers + decode.parallel.num_gpus * decode_workers
     rate = lam * 1e3

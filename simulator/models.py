@@ -68,7 +68,8 @@ class ModelSpec:
     tie_word_embeddings : bool
         Whether the LM head shares the embedding matrix.
     weight_dtype : str
-        Precision the published checkpoint stores (``"bf16"``, ``"fp8"``, ``"fp4"``).
+        Precision the published checkpoint stores (``"bf16"``, ``"fp8"``, ``"fp4"``,
+        ``"mxfp4"``, ``"int4"``).
     """
 
     name: str
@@ -220,8 +221,10 @@ def _weight_dtype(cfg: dict) -> str:
     quant = cfg.get("quantization_config") or {}
     method = str(quant.get("quant_method", "")).lower()
     if method == "fp8" or "fp8" in str(quant.get("fmt", "")).lower():
-        return "fp8"
-    if method in {"mxfp4", "modelopt_fp4", "nvfp4"}:
+        return "fp8_block" if quant.get("weight_block_size") else "fp8"
+    if method == "mxfp4":
+        return "mxfp4"
+    if method in {"modelopt_fp4", "nvfp4"}:
         return "fp4"
     if method == "compressed-tensors":
         return "int4"
@@ -341,8 +344,12 @@ def _normalise(name: str) -> str:
 @lru_cache(maxsize=1)
 def _bundled_index() -> dict[str, Path]:
     index: dict[str, Path] = {}
+    # a base checkpoint (``Qwen3-32B``) wins over its quantised variants (``Qwen3-32B-FP8``)
+    # for names that only match after normalisation: keep the shortest file name
     for path in sorted(MODEL_CONFIG_DIR.glob("*.json")):
-        index[_normalise(path.stem.replace("--", "/"))] = path
+        key = _normalise(path.stem.replace("--", "/"))
+        if key not in index or len(path.stem) < len(index[key].stem):
+            index[key] = path
     return index
 
 
@@ -386,7 +393,8 @@ def load_model(name_or_path: str) -> ModelSpec:
         except json.JSONDecodeError as exc:
             raise ValueError(f"model config {str(path)!r} is not valid JSON: {exc}") from exc
         return parse_config(cfg, str(name_or_path))
-    bundled = _bundled_index().get(_normalise(name_or_path))
+    exact = MODEL_CONFIG_DIR / (name_or_path.replace("/", "--") + ".json")
+    bundled = exact if exact.is_file() else _bundled_index().get(_normalise(name_or_path))
     if bundled is None:
         raise ValueError(
             f"unknown model {name_or_path!r}: not a local config.json and not bundled; bundled "

@@ -42,14 +42,18 @@ class EngineOverhead:
         output processing) beyond what overlaps with the previous step.
     eager_kernel_us : float
         Launch gap per kernel when a step runs without CUDA graphs.
+    kernel_scale : float
+        Multiplier on the summed kernel times: how the engine's own kernels and overlap
+        compare with the measured primitives (1 = as measured).
     """
 
     step_ms: float = 0.0
     eager_kernel_us: float = 4.0
+    kernel_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.step_ms < 0 or self.eager_kernel_us < 0:
-            raise ValueError(f"EngineOverhead values must be >= 0, got {self}")
+        if self.step_ms < 0 or self.eager_kernel_us < 0 or not self.kernel_scale > 0:
+            raise ValueError(f"EngineOverhead values must be >= 0 (kernel_scale > 0), got {self}")
 
 
 #: Per-backend engine overhead. ``step_ms`` is fitted by ``benchmarks/fidelity.py --calibrate``
@@ -206,6 +210,14 @@ class AnalyticalStepModel:
         db = _load_db(system, backend, version)
         return cls(spec, parallel, precision, db, backend=backend, overhead=overhead)
 
+    def with_overhead(self, overhead: EngineOverhead) -> AnalyticalStepModel:
+        """A copy with another engine overhead that shares this model's kernel-price caches."""
+        clone = AnalyticalStepModel.__new__(AnalyticalStepModel)
+        clone.__dict__.update(self.__dict__)
+        clone.overhead = overhead
+        clone._mixed_ms = {}
+        return clone
+
     # ------------------------------------------------------------------ pricing primitives
     def _price(self, op: Any) -> float:
         ms = self._op_ms.get(op)
@@ -329,7 +341,7 @@ class AnalyticalStepModel:
     def step_time_ms(self, batch: BatchShape) -> float:
         """Wall time of one step: all pipeline stages in sequence, plus engine overhead and,
         without a CUDA graph, kernel-launch gaps."""
-        ms = self.stage_time_ms(batch) * self.parallel.pp
+        ms = self.stage_time_ms(batch) * self.parallel.pp * self.overhead.kernel_scale
         ms += self.overhead.step_ms
         if batch.cuda_graph_batch is None:
             self.token_time_ms(1)  # ensures the kernel count is known
@@ -358,7 +370,7 @@ class AnalyticalStepModel:
             + self.lm_head_time_ms(batch_size)
             + self.decode_attention_ms(batch_size, mean_kv_tokens)
         )
-        ms = ms * self.parallel.pp + self.overhead.step_ms
+        ms = ms * self.parallel.pp * self.overhead.kernel_scale + self.overhead.step_ms
         if padded is None:
             self.token_time_ms(1)
             ms += self._kernels_per_step * self.parallel.pp * self.overhead.eager_kernel_us / 1e3
@@ -390,7 +402,7 @@ class AnalyticalStepModel:
             stage += self.prefill_attention_ms(new, ctx)
             if dec > 0:
                 stage += self.decode_attention_ms(dec, kv)
-            ms = stage * self.parallel.pp + self.overhead.step_ms
+            ms = stage * self.parallel.pp * self.overhead.kernel_scale + self.overhead.step_ms
             if eager:
                 kernels = self._kernels_per_step * self.parallel.pp
                 ms += kernels * self.overhead.eager_kernel_us / 1e3
