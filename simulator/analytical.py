@@ -522,6 +522,8 @@ def estimate_aggregated(
     latency = ttft + max(osl - 1, 0) * rep.tpot
     gpus = model.parallel.num_gpus * replicas
     total_rate = lam * ranks * 1e3  # req/s
+    if workload.concurrency is not None and math.isfinite(latency) and latency > 0:
+        total_rate = workload.concurrency / (latency / 1e3)  # Little's law over the whole run
     return ServingEstimate(
         mode="agg",
         num_gpus=gpus,
@@ -657,6 +659,8 @@ def estimate_disaggregated(
     latency = ttft + max(osl - 1, 0) * tpot
     gpus = prefill.parallel.num_gpus * prefill_workers + decode.parallel.num_gpus * decode_workers
     rate = lam * 1e3
+    if workload.concurrency is not None and math.isfinite(latency) and latency > 0:
+        rate = workload.concurrency / (latency / 1e3)  # Little's law over the whole run
     return ServingEstimate(
         mode="disagg",
         num_gpus=gpus,

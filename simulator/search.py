@@ -220,6 +220,7 @@ def search(
         raise ValueError(f"num_gpus must be >= 1, got {num_gpus}")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    Workload(isl, osl, concurrency=1)  # validates the lengths with a clear message
     space = space or SearchSpace()
     spec = load_model(model)
     precision = Precision.from_name(dtype)

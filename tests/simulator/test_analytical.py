@@ -1,0 +1,123 @@
+"""Analytical serving modes: closed-loop consistency (Little's law), load trends, SLA, errors."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from simulator.analytical import (
+    BatchingConfig,
+    QueueModel,
+    Workload,
+    burst_ttft_ms,
+    estimate_aggregated,
+    estimate_disaggregated,
+    estimate_static,
+)
+from simulator.step_time import AnalyticalStepModel
+
+
+@pytest.fixture(scope="module")
+def llama70():
+    return AnalyticalStepModel.from_names(
+        model="meta-llama/Llama-3.1-70B", system="h200_sxm", tp=4, dtype="fp8"
+    )
+
+
+def test_workload_validation():
+    with pytest.raises(ValueError, match="exactly one of concurrency"):
+        Workload(1000, 100)
+    with pytest.raises(ValueError, match="isl and osl must be >= 1"):
+        Workload(0, 100, concurrency=4)
+    wl = Workload.from_samples(np.array([100, 200, 300]), np.array([10, 20, 30]), concurrency=2)
+    assert wl.isl == 200 and wl.isl_p90 == pytest.approx(280)
+
+
+def test_static_batch(llama70):
+    est = estimate_static(llama70, 8, 1024, 128)
+    assert est.ttft_ms > est.tpot_ms > 0
+    assert estimate_static(llama70, 64, 1024, 128).tpot_ms > est.tpot_ms
+
+
+@pytest.mark.parametrize("conc", [1, 8, 64, 256])
+def test_closed_loop_obeys_littles_law(llama70, conc):
+    est = estimate_aggregated(llama70, Workload(2048, 256, concurrency=conc))
+    in_flight = est.request_rate_per_s * est.request_latency_ms / 1e3
+    assert in_flight == pytest.approx(conc, rel=0.03)
+    assert est.output_tok_s_per_gpu == pytest.approx(est.request_rate_per_s * 256 / 4, rel=1e-9)
+
+
+def test_load_trends(llama70):
+    ests = [estimate_aggregated(llama70, Workload(2048, 256, concurrency=c)) for c in (1, 16, 128)]
+    ttft = [e.ttft_ms for e in ests]
+    tpot = [e.tpot_ms for e in ests]
+    thr = [e.output_tok_s_per_gpu for e in ests]
+    assert ttft == sorted(ttft) and tpot == sorted(tpot) and thr == sorted(thr)
+    assert ests[0].output_tok_s_per_user > ests[-1].output_tok_s_per_user
+    assert ests[-1].tpot_p90_ms >= ests[-1].tpot_ms
+    assert ests[0].meets(ttft_ms=1e6, tpot_ms=1e6) and not ests[-1].meets(tpot_ms=1.0)
+
+
+def test_running_cap_queues_clients(llama70):
+    free = estimate_aggregated(llama70, Workload(1024, 128, concurrency=64))
+    capped = estimate_aggregated(
+        llama70, Workload(1024, 128, concurrency=64), BatchingConfig(max_num_seqs=8)
+    )
+    assert capped.ttft_ms > free.ttft_ms and capped.tpot_ms < free.tpot_ms
+
+
+def test_open_loop_overload_is_infinite(llama70):
+    ok = estimate_aggregated(llama70, Workload(1024, 128, request_rate=0.5))
+    assert math.isfinite(ok.ttft_ms)
+    over = estimate_aggregated(llama70, Workload(8192, 128, request_rate=1000.0))
+    assert not math.isfinite(over.ttft_ms) and not over.meets(ttft_ms=1e9)
+
+
+def test_non_mixing_scheduler_runs_in_lockstep_bursts():
+    kw = dict(model="meta-llama/Llama-3.1-8B", system="h100_sxm")
+    vllm = AnalyticalStepModel.from_names(backend="vllm", **kw)
+    sglang = AnalyticalStepModel.from_names(backend="sglang", **kw)
+    wl = Workload(1024, 512, concurrency=64)
+    q = QueueModel(rounds=6)
+    mixed = estimate_aggregated(vllm.with_overhead(sglang.overhead), wl, queue=q)
+    lockstep = estimate_aggregated(sglang, wl, queue=q)
+    burst = burst_ttft_ms(sglang, 64, 1024, 8192)
+    assert lockstep.ttft_ms == pytest.approx(burst, rel=1e-6)
+    assert lockstep.ttft_ms > mixed.ttft_ms
+
+
+@given(n=st.integers(1, 300), isl=st.integers(16, 9000))
+def test_burst_ttft_bounds(n, isl):
+    model = _small()
+    t = burst_ttft_ms(model, n, isl, 8192)
+    single = burst_ttft_ms(model, 1, isl, 8192)
+    assert t >= single * 0.999
+    assert burst_ttft_ms(model, n + 50, isl, 8192) >= t * 0.999
+
+
+_CACHE = {}
+
+
+def _small():
+    if "m" not in _CACHE:
+        _CACHE["m"] = AnalyticalStepModel.from_names(model="Qwen/Qwen3-8B", system="h100_sxm")
+    return _CACHE["m"]
+
+
+def test_memory_infeasible_raises():
+    big = AnalyticalStepModel.from_names(model="meta-llama/Llama-3.1-70B", system="h100_sxm")
+    with pytest.raises(ValueError, match="does not fit in GPU memory"):
+        estimate_aggregated(big, Workload(1024, 128, concurrency=4))
+
+
+def test_disaggregated_more_prefill_workers_cut_ttft(llama70):
+    wl = Workload(8000, 200, concurrency=64)
+    one = estimate_disaggregated(llama70, llama70, wl, prefill_workers=1, decode_workers=1)
+    three = estimate_disaggregated(llama70, llama70, wl, prefill_workers=3, decode_workers=1)
+    assert three.ttft_ms < one.ttft_ms
+    assert one.num_gpus == 8 and three.num_gpus == 16
+    assert one.details["kv_transfer_ms"] > 0
+    in_flight = one.request_rate_per_s * one.request_latency_ms / 1e3
+    assert in_flight == pytest.approx(64, rel=0.03)

@@ -1,0 +1,112 @@
+"""AnalyticalStepModel: the StepCostModel contract, interpolation against exact pricing, errors."""
+
+import numpy as np
+import pytest
+
+from simulator.batch import BatchShape, StepCostModel
+from simulator.step_time import AnalyticalStepModel, EngineOverhead
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return AnalyticalStepModel.from_names(model="meta-llama/Llama-3.1-8B", system="h100_sxm")
+
+
+def _decode(n, kv, graph=None):
+    return BatchShape(decode_context_tokens=np.full(n, kv, dtype=np.int64), cuda_graph_batch=graph)
+
+
+def test_implements_the_engine_contract(llama):
+    assert isinstance(llama, StepCostModel)
+    ms = llama.step_time_ms(_decode(16, 512, graph=16))
+    assert np.isfinite(ms) and ms > 0
+
+
+def test_llama8b_h100_decode_in_published_range(llama):
+    # vLLM on one H100 (bf16): ~6-9 ms per decode step at batch 1-32 with short contexts
+    assert 5.0 < llama.step_time_ms(_decode(1, 128, graph=1)) < 9.0
+    assert 6.0 < llama.step_time_ms(_decode(32, 1024, graph=32)) < 12.0
+
+
+@pytest.mark.parametrize(("n", "kv"), [(1, 100), (7, 1000), (37, 3000), (100, 777), (250, 5000)])
+def test_interpolated_step_matches_exact_op_pricing(llama, n, kv):
+    batch = _decode(n, kv, graph=n)
+    exact = sum(llama.breakdown_ms(batch).values())
+    fast = llama.stage_time_ms(batch)
+    assert fast == pytest.approx(exact, rel=0.05)
+
+
+def test_mixed_step_matches_exact(llama):
+    batch = BatchShape(
+        prefill_new_tokens=np.array([1500, 300]),
+        prefill_context_tokens=np.array([0, 900]),
+        decode_context_tokens=np.arange(100, 3100, 100),
+    )
+    exact = sum(llama.breakdown_ms(batch).values())
+    assert llama.stage_time_ms(batch) == pytest.approx(exact, rel=0.08)
+
+
+def test_monotone_in_batch_kv_and_prefill(llama):
+    small, big = _decode(8, 1000, 8), _decode(64, 1000, 64)
+    assert llama.step_time_ms(big) > llama.step_time_ms(small)
+    assert llama.step_time_ms(_decode(32, 8000, 32)) > llama.step_time_ms(_decode(32, 500, 32))
+    prefill = BatchShape(prefill_new_tokens=np.array([4096]), prefill_context_tokens=np.array([0]))
+    assert llama.step_time_ms(prefill) > 3 * llama.step_time_ms(_decode(32, 1000, 32))
+
+
+def test_cuda_graphs_pad_but_avoid_launch_gaps(llama):
+    eager = llama.step_time_ms(_decode(30, 1000, graph=None))
+    graphed = llama.step_time_ms(_decode(30, 1000, graph=32))
+    launch_ms = llama._kernels_per_step * llama.overhead.eager_kernel_us / 1e3
+    assert eager - graphed == pytest.approx(launch_ms, rel=0.2)
+    # padding to 32 costs at least the 30-sequence work
+    assert llama.stage_time_ms(_decode(30, 1000, graph=32)) >= llama.stage_time_ms(
+        _decode(30, 1000)
+    )
+
+
+def test_overhead_and_scale_apply(llama):
+    tuned = llama.with_overhead(EngineOverhead(step_ms=2.0, kernel_scale=0.5))
+    batch = _decode(16, 1000, graph=16)
+    assert tuned.step_time_ms(batch) == pytest.approx(0.5 * llama.stage_time_ms(batch) + 2.0)
+
+
+def test_tensor_parallel_is_faster_per_step():
+    tp1 = AnalyticalStepModel.from_names(model="meta-llama/Llama-3.1-70B", system="h200_sxm", tp=4)
+    tp2 = AnalyticalStepModel.from_names(model="meta-llama/Llama-3.1-70B", system="h200_sxm", tp=8)
+    batch = _decode(32, 2000, graph=32)
+    assert tp2.step_time_ms(batch) < tp1.step_time_ms(batch)
+
+
+def test_moe_and_mla_models_price():
+    ds = AnalyticalStepModel.from_names(
+        model="deepseek-ai/DeepSeek-R1", system="h200_sxm", tp=1, attention_dp=8, ep=8, dtype="fp8"
+    )
+    ms = ds.step_time_ms(_decode(32, 2000, graph=32))
+    assert 10 < ms < 200
+    assert "mla_generation" in ds.breakdown_ms(_decode(4, 100))
+
+
+def test_memory_info_for_the_engine(llama):
+    mem = llama.memory(0.9, max_num_batched_tokens=8192, max_num_seqs=256)
+    assert mem.kv_capacity_blocks == mem.kv_capacity_tokens // 16 > 10_000
+    assert llama.memory(0.5).kv_capacity_tokens < mem.kv_capacity_tokens
+
+
+def test_bad_input_names_the_constraint():
+    with pytest.raises(ValueError, match="tp=3 does not divide num_attention_heads=32"):
+        AnalyticalStepModel.from_names(model="meta-llama/Llama-3.1-8B", system="h100_sxm", tp=3)
+    with pytest.raises(ValueError, match="fp4 precision needs a Blackwell GPU"):
+        AnalyticalStepModel.from_names(model="Qwen/Qwen3-8B", system="h100_sxm", dtype="fp4")
+    with pytest.raises(ValueError, match="unknown backend 'tgi'"):
+        AnalyticalStepModel.from_names(model="Qwen/Qwen3-8B", system="h100_sxm", backend="tgi")
+    with pytest.raises(ValueError, match="h900"):
+        AnalyticalStepModel.from_names(model="Qwen/Qwen3-8B", system="h900")
+    with pytest.raises(ValueError, match="exceeds the 8 GPUs"):
+        AnalyticalStepModel.from_names(
+            model="deepseek-ai/DeepSeek-V3", system="h200_sxm", tp=8, attention_dp=2, ep=16
+        )
+    with pytest.raises(ValueError, match="at least one token"):
+        AnalyticalStepModel.from_names(model="Qwen/Qwen3-8B", system="h100_sxm").step_time_ms(
+            BatchShape()
+        )
