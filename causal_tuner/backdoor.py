@@ -29,6 +29,7 @@ effect is zero and no adjustment set exists, so they are counted, not returned.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ __all__ = [
 def _check_dag(graph: object) -> nx.DiGraph:
     if not isinstance(graph, nx.DiGraph):
         raise ValueError(f"graph must be a networkx.DiGraph, got {type(graph).__name__}")
+    if nx.is_directed_acyclic_graph(graph):
+        return graph
     try:
         cycle = nx.find_cycle(graph)
     except nx.NetworkXNoCycle:
@@ -254,7 +257,20 @@ def _possible_path(pdag: PartiallyDirectedGraph, treatment: int, outcome: int) -
 
 
 def _extension(a: np.ndarray) -> nx.DiGraph:
-    """A DAG extending the PDAG ``a``: Dor-Tarsi, else directed part + acyclic orientation."""
+    """A DAG extending the PDAG ``a`` after Meek closure (cached: the bandit asks for every arm
+    of the same graph, and most arms leave the graph unchanged). Do not mutate the result."""
+    a = np.ascontiguousarray(a, dtype=bool)
+    return _extension_cached(a.tobytes(), a.shape[0])
+
+
+@functools.lru_cache(maxsize=128)
+def _extension_cached(key: bytes, p: int) -> nx.DiGraph:
+    a = np.frombuffer(key, dtype=bool).reshape(p, p)
+    return _extension_of(meek_closure(a))
+
+
+def _extension_of(a: np.ndarray) -> nx.DiGraph:
+    """Dor-Tarsi extension of ``a``, else its directed part plus an acyclic orientation."""
     try:
         return PartiallyDirectedGraph(a.astype(np.int8)).to_dag()
     except ValueError:
@@ -311,7 +327,7 @@ def _cpdag_sets(
                 a[x, s] = False  # s -> x
             else:
                 a[s, x] = False  # x -> s
-        extension = _extension(meek_closure(a))
+        extension = _extension(a)
         if parents != frozenset(extension.predecessors(x)):
             continue  # the local orientation did not survive (invalid estimated graph)
         if is_backdoor_set(extension, x, y, parents):
