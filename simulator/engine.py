@@ -457,6 +457,8 @@ class ServingEngine:
         self.rng = rng
         self.noise = StepNoise(config.step_noise_cv, config.run_noise_cv)
         self._run_factor = self.noise.run_factor(rng)
+        self._noise_buf = np.ones(0)
+        self._noise_pos = 0
         self.pool = _BlockPool(int(blocks))
         self.horizon_ms = horizon_ms or (lambda: math.inf)
         self.on_finish = on_finish
@@ -699,12 +701,9 @@ class ServingEngine:
         return sched, preempted
 
     # ------------------------------------------------------------------ steps
-    def _price(
-        self, sched: dict[Request, int], extra_decode_tokens: int = 0
-    ) -> tuple[float, int, int]:
-        """Cost-model time of the scheduled step, with decode KV lengths raised by
-        ``extra_decode_tokens``; also returns the decode count and how many prefills finish
-        their prompt in this step (and so sample a token)."""
+    def _price(self, sched: dict[Request, int]) -> tuple[float, int, int, BatchShape]:
+        """Cost-model time of the scheduled step; also returns the decode count, how many
+        prefills finish their prompt in this step (and so sample a token), and the batch."""
         pf_new: list[int] = []
         pf_ctx: list[int] = []
         dec: list[int] = []
@@ -712,7 +711,7 @@ class ServingEngine:
         for req, n_new in sched.items():
             remaining = req.num_tokens - req.num_computed
             if n_new == 1 and remaining == 1 and req.num_generated >= 1:
-                dec.append(req.num_computed + 1 + extra_decode_tokens)
+                dec.append(req.num_computed + 1)
             else:
                 pf_new.append(n_new)
                 pf_ctx.append(req.num_computed)
@@ -727,13 +726,30 @@ class ServingEngine:
             np.asarray(dec, dtype=np.int64),
             graph,
         )
+        return self._call_model(batch), len(dec), completing, batch
+
+    def _call_model(self, batch: BatchShape) -> float:
         self.model_calls += 1
         t = float(self.step_model.step_time_ms(batch))
         if not (t > 0.0 and math.isfinite(t)):
             raise ValueError(
                 f"step model returned {t!r} ms for {batch!r}; it must be finite and > 0"
             )
-        return t, len(dec), completing
+        return t
+
+    def _noise(self, k: int) -> np.ndarray | None:
+        """The next ``k`` per-step noise factors (``None`` when there is no step noise). Factors
+        are drawn in blocks (the same stream as drawing them one by one) to keep the hot loop
+        out of numpy call overhead."""
+        if self.noise.cv == 0.0:
+            return None
+        pos = self._noise_pos
+        if pos + k > len(self._noise_buf):
+            fresh = self.noise.factors(self.rng, max(4096, k))
+            self._noise_buf = np.concatenate([self._noise_buf[pos:], fresh])
+            pos = 0
+        self._noise_pos = pos + k
+        return self._noise_buf[pos : pos + k]
 
     def _on_wake(self, now_ms: float, _payload: Any) -> list[Event] | None:
         self._wake_pending = False
@@ -754,28 +770,37 @@ class ServingEngine:
                 )
             return None
         self._busy = True
-        t0, n_dec, completing = self._price(sched)
+        t0, n_dec, completing, batch = self._price(sched)
         t0 *= self._run_factor
-        decode_only = n_dec == len(sched)
         steps = 1
-        if decode_only and not preempted and self.config.decode_span_steps > 1:
+        if n_dec == len(sched) and not preempted and self.config.decode_span_steps > 1:
             # how many identical decode steps can run before anything changes
             k_finish = min(req.output_len - req.num_generated for req in sched)
             free_per_req = self.pool.available // n_dec
             k = min(k_finish, self.config.decode_span_steps, 1 + free_per_req * self._bs)
-            if k > 1:
-                t_last = self._price(sched, k - 1)[0] * self._run_factor
-                base = t0 + (t_last - t0) * np.arange(k) / (k - 1)
-                ends = now_ms + np.cumsum(base * self.noise.factors(self.rng, k))
-                horizon = self.horizon_ms()
-                if horizon < ends[-1]:
-                    k = int(np.searchsorted(ends, horizon, side="left")) + 1
-                steps = k
-                end_ms = float(ends[k - 1])
-            else:
-                end_ms = now_ms + t0 * float(self.noise.factors(self.rng, 1)[0])
         else:
-            end_ms = now_ms + t0 * float(self.noise.factors(self.rng, 1)[0])
+            k = 1
+        if k > 1:
+            last = BatchShape(
+                batch.prefill_new_tokens,
+                batch.prefill_context_tokens,
+                batch.decode_context_tokens + (k - 1),
+                batch.cuda_graph_batch,
+            )
+            t_last = self._call_model(last) * self._run_factor
+            base = t0 + (t_last - t0) * np.arange(k) / (k - 1)
+            noise = self._noise(k)
+            ends = now_ms + np.cumsum(base if noise is None else base * noise)
+            horizon = self.horizon_ms()
+            if horizon < ends[-1]:
+                k = int(np.searchsorted(ends, horizon, side="left")) + 1
+                if noise is not None:  # give back the factors of the steps not taken
+                    self._noise_pos -= len(ends) - k
+            steps = k
+            end_ms = float(ends[k - 1])
+        else:
+            noise = self._noise(1)
+            end_ms = now_ms + (t0 if noise is None else t0 * float(noise[0]))
         n_prefill_tokens = sum(sched.values()) - n_dec
         self.step_log.append(
             (

@@ -267,6 +267,27 @@ class LengthDistribution:
         )
 
     @classmethod
+    def jittered(
+        cls, prompt_tokens: int, output_tokens: int, rel: float, size: int = 4096, seed: int = 0
+    ) -> LengthDistribution:
+        """Lengths uniform within ``+-rel`` of nominal values (mean preserved): a benchmark
+        client whose requests are nominally fixed-length but vary a little, which keeps
+        closed-loop clients from staying in lock-step."""
+        if not (0.0 <= rel < 1.0):
+            raise ValueError(f"jitter rel must be in [0, 1), got {rel!r}")
+        if rel == 0.0:
+            return cls.fixed(prompt_tokens, output_tokens)
+        rng = np.random.default_rng(seed)
+
+        def draw(x: int) -> np.ndarray:
+            lo, hi = max(1, round(x * (1 - rel))), max(1, round(x * (1 + rel)))
+            return rng.integers(lo, hi + 1, size=size)
+
+        return cls(
+            draw(prompt_tokens), draw(output_tokens), f"{prompt_tokens}/{output_tokens}+-{rel:g}"
+        )
+
+    @classmethod
     def named(cls, name: str) -> LengthDistribution:
         """``"sharegpt"``, ``"arxiv"`` or ``"ISL/OSL"`` (e.g. ``"1024/128"``)."""
         if name == "sharegpt":

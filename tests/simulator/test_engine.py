@@ -184,8 +184,10 @@ def test_decode_spans_match_step_by_step_simulation(seed):
     trace = Trace(
         np.sort(rng.uniform(0, 3000, n)), rng.integers(10, 2000, n), rng.integers(1, 200, n)
     )
-    slow, _ = run_one(trace, quiet(decode_span_steps=1, max_num_seqs=16), blocks=600)
-    fast, _ = run_one(trace, quiet(max_num_seqs=16), blocks=600)
+    # with noise too: a span consumes the per-step noise stream exactly as single steps do
+    noisy = {"step_noise_cv": 0.1, "run_noise_cv": 0.05, "max_num_seqs": 16}
+    slow, _ = run_one(trace, EngineConfig(decode_span_steps=1, **noisy), blocks=600, seed=seed)
+    fast, _ = run_one(trace, EngineConfig(**noisy), blocks=600, seed=seed)
     assert fast.events < slow.events
     for col in ("ttft_ms", "e2e_ms", "finish_ms"):
         np.testing.assert_allclose(fast.requests[col], slow.requests[col], rtol=1e-9, atol=1e-6)
