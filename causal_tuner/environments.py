@@ -27,12 +27,14 @@ from simulator.batch import BatchShape, StepCostModel
 from simulator.cluster import Cluster, Deployment, Replica
 from simulator.engine import EngineConfig
 from simulator.metrics import window_observations
+from simulator.traces import Trace
 from simulator.workloads import ConstantRate, LengthDistribution, Workload
 
 __all__ = [
     "BiasedStepModel",
     "PooledEnvironment",
     "SimulatedEnvironment",
+    "TraceLoad",
     "WindowLoad",
     "config_to_engine",
 ]
@@ -115,6 +117,42 @@ class WindowLoad:
     cv: float = 1.0
 
 
+@dataclass(frozen=True)
+class TraceLoad:
+    """Windows cut from a recorded trace (its real burstiness and lengths), rate-scaled.
+
+    Each window draw takes a random slice of the rate-scaled trace; a replica receives every
+    ``replicas``-th request of it, as a round-robin router would send.
+    """
+
+    trace: Trace
+    rate_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.rate_scale) and self.rate_scale > 0):
+            raise ValueError(f"rate_scale must be > 0, got {self.rate_scale!r}")
+        if len(self.trace) < 2:
+            raise ValueError("a TraceLoad needs a trace of at least two requests")
+
+    @property
+    def rate_rps(self) -> float:
+        return self.rate_scale * len(self.trace) / (self.trace.duration_ms / 1e3)
+
+    def window(self, span_s: float, replicas: int, rng: np.random.Generator) -> Trace:
+        scaled = self.trace.scale_rate(self.rate_scale).rebase()
+        span_ms = span_s * 1e3
+        latest = max(scaled.duration_ms - span_ms, 0.0)
+        start = float(rng.uniform(0.0, latest)) if latest > 0 else 0.0
+        cut = scaled.between(start, start + span_ms)
+        idx = np.arange(int(rng.integers(replicas)), len(cut), replicas)
+        return Trace(
+            cut.arrival_ms[idx],
+            cut.prompt_tokens[idx],
+            cut.output_tokens[idx],
+            name=f"{self.trace.name} window",
+        )
+
+
 class SimulatedEnvironment:
     """Serve windows on the discrete-event simulator.
 
@@ -124,8 +162,9 @@ class SimulatedEnvironment:
         Deployment (a supported model name and a perfdb system).
     gpus : int
         GPUs in the pool; a config's ``tensor_parallel_size`` sets the replica count.
-    load : WindowLoad or callable
-        The load of each window; a callable ``round_index -> WindowLoad`` gives drift.
+    load : WindowLoad, TraceLoad or callable
+        The load of each window (synthetic arrivals, or slices of a recorded trace); a callable
+        ``round_index -> load`` gives drift.
     objective : Objective
         Its SLA decides goodput.
     window_s, warmup_s : float
@@ -142,7 +181,7 @@ class SimulatedEnvironment:
         model: str,
         system: str,
         gpus: int,
-        load: WindowLoad | Callable[[int], WindowLoad],
+        load: WindowLoad | TraceLoad | Callable[[int], WindowLoad | TraceLoad],
         objective: Objective,
         *,
         window_s: float = 60.0,
@@ -164,7 +203,7 @@ class SimulatedEnvironment:
         self.dtype = dtype
         self.seed = int(seed)
 
-    def load_at(self, round_index: int) -> WindowLoad:
+    def load_at(self, round_index: int) -> WindowLoad | TraceLoad:
         return self.load(round_index) if callable(self.load) else self.load
 
     def _step_model(self, tp: int) -> StepCostModel:
@@ -188,12 +227,15 @@ class SimulatedEnvironment:
             raise ValueError(f"config does not fit: {mem.reason()}")
         replica = Replica(engine, self._step_model(tp), mem.kv_capacity_blocks)
         span = self.warmup_s + self.window_s
-        workload = Workload(
-            ConstantRate(load.rate_rps / replicas), load.lengths, duration_s=span, cv=load.cv
-        )
         seq = np.random.SeedSequence([self.seed, int(round_index if draw is None else draw)])
         trace_seed, noise_seed = seq.spawn(2)
-        trace = workload.generate(seed=np.random.default_rng(trace_seed))
+        if isinstance(load, TraceLoad):
+            trace = load.window(span, replicas, np.random.default_rng(trace_seed))
+        else:
+            workload = Workload(
+                ConstantRate(load.rate_rps / replicas), load.lengths, duration_s=span, cv=load.cv
+            )
+            trace = workload.generate(seed=np.random.default_rng(trace_seed))
         result = Cluster([replica]).run(trace, seed=np.random.default_rng(noise_seed))
         (obs,) = window_observations(
             result,
@@ -266,10 +308,13 @@ class PooledEnvironment:
     def observe(
         self, config: Mapping[str, Any], round_index: int, *, draw: int = 0
     ) -> dict[str, float]:
-        """Window ``(draw + round_index) mod R`` of the config's pool in the round's phase."""
+        """A pool window of the config in the round's phase, chosen at random by
+        ``(draw, round_index)``: the same window index for every config and policy in that
+        round (common random numbers), with no period a policy could fall into step with."""
         i = self.config_index(config)
         rows = self.windows_[(self.phase_of(round_index), i)]
-        return dict(rows[(draw + round_index) % self.pool_size])
+        pick = int(np.random.default_rng([int(draw), int(round_index)]).integers(self.pool_size))
+        return dict(rows[pick])
 
     def true_rewards(self, objective: Objective, round_index: int) -> np.ndarray:
         """The oracle: mean reward of every config over its pool, in the round's phase."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 
 import numpy as np
 
@@ -125,7 +124,7 @@ class AnalyticalPrior:
         self.rel_error = float(rel_error)
         self.isl_p90_ratio = float(isl_p90_ratio)
         self.osl_p90_ratio = float(osl_p90_ratio)
-        self._estimate = lru_cache(maxsize=65536)(self._estimate_uncached)
+        self._cache: dict[tuple, ServingEstimate | None] = {}
         # fail early on an unknown model or system, with the simulator's message
         self.deployment(1).step_model()
 
@@ -192,9 +191,17 @@ class AnalyticalPrior:
                 "the prior needs a context with request_rate_rps > 0, mean_prompt_tokens >= 1 "
                 f"and mean_output_tokens >= 1, got {dict(context)}"
             )
-        # round the load so that near-identical windows share a cached estimate
-        key = tuple(sorted(config.items()))
-        return self._estimate(key, float(f"{rate:.3g}"), float(f"{isl:.3g}"), float(f"{osl:.3g}"))
+        # the load rounded to two significant digits (a few percent, well inside the model's
+        # own error), so that the windows of one workload share cached estimates
+        key = (
+            tuple(sorted(config.items())),
+            float(f"{rate:.2g}"),
+            float(f"{isl:.2g}"),
+            float(f"{osl:.2g}"),
+        )
+        if key not in self._cache:
+            self._cache[key] = self._estimate_uncached(*key)
+        return self._cache[key]
 
     def reward(self, config: Mapping, context: Mapping[str, float]) -> float:
         """The objective's reward the analytical model predicts for one window."""

@@ -20,7 +20,8 @@ Estimation (our derivation, following ``DESIGN.md`` steps 1-5):
    (tier 0) and they cut variance. With too little history, ``Z`` is every context node, which
    is always a valid set under the tiers (no context node is a descendant of a knob).
 2. The reward's deviation from the prior, ``r = Y - pi(c, w)``, is regressed on
-   ``[1, phi(c), Z - z_now]`` where ``phi`` is the knob encoding (:meth:`KnobSpace.encode`,
+   ``[1, phi(c), Z - z_now]`` (history rows; experimental rows need no adjustment and are
+   regressed on ``[1, phi(c)]``) where ``phi`` is the knob encoding (:meth:`KnobSpace.encode`,
    which lets a linear model express any per-level effect). The intercept is free (it absorbs
    an error the prior makes on every config alike); the knob coefficients get a Gaussian prior
    ``N(0, tau^2 / K)`` for K knobs, where ``tau`` is the prior's error on one config's reward.
@@ -35,7 +36,7 @@ Estimation (our derivation, following ``DESIGN.md`` steps 1-5):
    joint confidence (``|mu_o - mu_e| > guard_z * sqrt(V_o + V_e)``): then the observational side
    is dropped for that config (a wrong adjustment set must not lock in a bad arm).
 5. Interactions the additive encoding cannot express are caught by a per-config random effect
-   ``u_c ~ N(0, (tau/2)^2)`` shrunk towards each config's own mean residual, so the estimate of a
+   ``u_c ~ N(0, tau^2 / 2)`` (steps 2 and 5 are one linear mixed model), shrunk towards each config's own mean residual, so the estimate of a
    config that is pulled often converges to its true mean whatever the encoding misses.
 
 The ``adjust=False`` variant is the *naive learner*: it regresses on the knobs alone and is
@@ -204,57 +205,96 @@ class CausalRewardModel:
             raise ValueError("prior returned a non-finite mean or a non-positive variance")
         return mean, var
 
-    def _design(
-        self, configs: Sequence[Mapping], contexts: np.ndarray, z_now: np.ndarray
-    ) -> np.ndarray:
-        phi = self.space.encode_many(configs)
-        parts = [np.ones((len(configs), 1)), phi]
-        if self.adjustment_:
-            parts.append(contexts - z_now)
-        return np.hstack(parts)
-
     def _fit(
         self,
         trials: Sequence[FrozenTrial],
+        keys: list[tuple],
         z_now: np.ndarray,
         scale: float,
-        coef_sd: float,
-    ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray] | None:
-        """Bayesian linear fit of the prior residual; (coef, cov, noise var, residuals)."""
+        tau: float,
+        adjusted: bool,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Posterior mean and variance of every config's reward deviation from the prior.
+
+        A linear mixed model with known variances: ``r_i = b0 + phi(c_i) beta + u_{c_i}
+        [+ gamma (z_i - z_now)] + e_i`` with ``beta ~ N(0, tau^2 / (2 k))`` per coefficient
+        (``k`` the mean number of active features), ``u_c ~ N(0, tau^2 / 2)`` and a vague prior
+        on ``b0`` and ``gamma``. The noise variance is the residual variance of the saturated
+        model (one mean per config, plus the context terms), i.e. the within-config spread.
+
+        ``adjusted``: include the adjustment set (observational rows). Experimental rows need
+        no adjustment (the tuner set the knobs) and the prior already carries the load, so they
+        are fitted on the config alone: a linear load term fitted across saturated and
+        unsaturated configs would only add bias.
+        """
         if not trials:
             return None
-        configs = [t.config for t in trials]
-        ctx = np.array(
-            [[float(t.observation[k]) for k in self.adjustment_] for t in trials]
-        ).reshape(len(trials), len(self.adjustment_))
+        n_cfg = len(keys)
+        index = {k: i for i, k in enumerate(keys)}
+        ctx_keys = self.adjustment_ if adjusted else ()
         y = np.array([self.objective.reward(t.observation) for t in trials])
-        pi = np.array([self._prior_at(t) for t in trials])
-        x = self._design(configs, ctx, z_now)
-        r = y - pi
-        k_phi = len(self.space.feature_names())
-        # precision of the coefficient prior: vague on the intercept and the context slopes
-        # (their scale is unknown), s^-2 on the knob effects (the prior's error, see step 2)
-        s = coef_sd
-        ctx_scale = (
-            np.maximum(np.abs(ctx).std(axis=0), 1e-9) if len(trials) > 1 else np.ones(ctx.shape[1])
+        r = y - np.array([self._prior_at(t) for t in trials])
+        cfg_idx = np.array([index[self._key(t.config)] for t in trials])
+        phi_all = self._phi_cache(keys)
+        onehot = np.zeros((len(trials), n_cfg))
+        onehot[np.arange(len(trials)), cfg_idx] = 1.0
+        z = np.array([[float(t.observation[k]) for k in ctx_keys] for t in trials]).reshape(
+            len(trials), len(ctx_keys)
         )
+        zc = z - z_now if adjusted else z
+        x = np.hstack([np.ones((len(trials), 1)), phi_all[cfg_idx], zc, onehot])
+        k_phi = phi_all.shape[1]
+        # noise: per-config residual variance of the saturated model (config means + load
+        # terms), shrunk towards the pooled value. Serving windows are heteroscedastic: a
+        # config on the edge of overload swings between fine and saturated windows, a
+        # comfortable one barely moves, and a pooled variance would misjudge both.
+        sat = np.hstack([onehot[:, np.unique(cfg_idx)], zc])
+        coef_sat, *_ = np.linalg.lstsq(sat, r, rcond=None)
+        resid = r - sat @ coef_sat
+        noise_c = self._noise_per_config(
+            resid, cfg_idx, n_cfg, len(trials) - np.linalg.matrix_rank(sat), scale
+        )
+        w = 1.0 / noise_c[cfg_idx]
+        active = max(float(np.mean(np.sum(phi_all**2, axis=1))), 1.0)
         prec = np.concatenate(
-            [[1e-6 / scale**2], np.full(k_phi, 1.0 / s**2), 1e-6 * ctx_scale**2 / scale**2]
+            [
+                [1e-8 / scale**2],
+                np.full(k_phi, 2.0 * active / tau**2),
+                np.full(len(ctx_keys), 1e-8),
+                np.full(n_cfg, 2.0 / tau**2),
+            ]
         )
-        n = len(trials)
-        # noise variance: residual spread after a ridge fit, floored by a small fraction of scale
-        a = x.T @ x
-        coef0 = np.linalg.solve(a + np.diag(prec) * (scale**2 * 1e-4 + 1e-12), x.T @ r)
-        dof = max(n - np.linalg.matrix_rank(x), 0)
-        rss = float(np.sum((r - x @ coef0) ** 2))
-        noise_floor = (0.01 * scale) ** 2
-        noise_var = (
-            max(rss / dof, noise_floor) if dof >= 2 else max((0.05 * scale) ** 2, noise_floor)
+        xw = x * w[:, None]
+        post = x.T @ xw + np.diag(prec)
+        cov = np.linalg.inv(post)
+        coef = cov @ (xw.T @ r)
+        # prediction for each config at z_now: b0 + phi beta + u_c (the load term is zero there)
+        xc = np.hstack(
+            [np.ones((n_cfg, 1)), phi_all, np.zeros((n_cfg, len(ctx_keys))), np.eye(n_cfg)]
         )
-        post_prec = a / noise_var + np.diag(prec)
-        cov = np.linalg.inv(post_prec)
-        coef = cov @ (x.T @ r) / noise_var
-        return coef, cov, noise_var, r - x @ coef
+        mean = xc @ coef
+        var = np.einsum("ij,jk,ik->i", xc, cov, xc)
+        return mean, var
+
+    @staticmethod
+    def _noise_per_config(
+        resid: np.ndarray, cfg_idx: np.ndarray, n_cfg: int, dof: int, scale: float, nu0: float = 3.0
+    ) -> np.ndarray:
+        """Each config's window-to-window variance, shrunk towards the pooled one with ``nu0``
+        pseudo-observations (configs seen once get the pooled value)."""
+        floor = (0.005 * scale) ** 2
+        ss = np.bincount(cfg_idx, weights=resid**2, minlength=n_cfg)
+        n = np.bincount(cfg_idx, minlength=n_cfg).astype(float)
+        pooled = float(ss.sum()) / dof if dof >= 2 else (0.05 * scale) ** 2
+        pooled = max(pooled, floor)
+        return np.maximum((nu0 * pooled + ss) / (nu0 + np.maximum(n - 1.0, 0.0)), floor)
+
+    def _phi_cache(self, keys: list[tuple]) -> np.ndarray:
+        configs = [
+            {n: self.space.knob(n).levels[i] for n, i in zip(self.space.names, key, strict=True)}
+            for key in keys
+        ]
+        return self.space.encode_many(configs)
 
     def _prior_at(self, trial: FrozenTrial) -> float:
         """The prior's price of a finished trial's config at that trial's own context (cached:
@@ -293,65 +333,42 @@ class CausalRewardModel:
         done = [t for t in trials if t.state is TrialState.COMPLETE]
         pi, pi_var = self._prior_mean_var(configs, context)
         flat = self.prior is None
-        rewards = [self.objective.reward(t.observation) for t in done]
         if flat:
+            rewards = [self.objective.reward(t.observation) for t in done]
             scale = float(np.std(rewards)) + float(np.mean(np.abs(rewards))) if rewards else 1.0
         else:
-            scale = float(np.median(np.abs(pi))) or 1.0
+            scale = float(np.median(np.abs(pi))) or float(np.max(np.abs(pi))) or 1.0
         scale = max(scale, 1e-9)
         z_now = np.array([float(context[k]) for k in self.adjustment_])
-        x_c = self._design(configs, np.tile(z_now, (len(configs), 1)), z_now)
+        keys = [self._key(c) for c in configs]
+        known = set(keys)
+        extra = sorted({self._key(t.config) for t in done} - known)
+        all_keys = keys + extra  # trials of configs no longer offered still inform the fit
 
         history = [t for t in done if t.source == "history"]
         experiments = [t for t in done if t.source == "experiment"]
         if not self.adjust:  # the naive learner pools everything, unadjusted
             history, experiments = [*history, *experiments], []
 
-        def predict(fit):
-            coef, cov, _, _ = fit
-            return pi + x_c @ coef, np.einsum("ij,jk,ik->i", x_c, cov, x_c)
-
         tau = self._prior_deviation_sd(experiments, scale, flat)
-        coef_sd = tau / math.sqrt(len(self.space.knobs))
-        fit_o = self._fit(history, z_now, scale, coef_sd)
-        fit_e = self._fit(experiments, z_now, scale, coef_sd)
+        fit_o = self._fit(history, all_keys, z_now, scale, tau, adjusted=True)
+        fit_e = self._fit(experiments, all_keys, z_now, scale, tau, adjusted=False)
+        n = len(configs)
+        dropped = np.zeros(n, dtype=bool)
         if fit_o is None and fit_e is None:
             mean = pi.copy()
-            var = pi_var if not flat else np.full(len(configs), scale**2 * 100.0)
-            dropped = np.zeros(len(configs), dtype=bool)
-        elif fit_e is None:
-            mean, var = predict(fit_o)
-            dropped = np.zeros(len(configs), dtype=bool)
-        elif fit_o is None:
-            mean, var = predict(fit_e)
-            dropped = np.zeros(len(configs), dtype=bool)
+            var = pi_var if not flat else np.full(n, scale**2 * 100.0)
+        elif fit_e is None or fit_o is None:
+            dev, dvar = fit_o if fit_e is None else fit_e
+            mean, var = pi + dev[:n], dvar[:n]
         else:
-            mu_o, v_o = predict(fit_o)
-            mu_e, v_e = predict(fit_e)
+            mu_o, v_o = pi + fit_o[0][:n], fit_o[1][:n]
+            mu_e, v_e = pi + fit_e[0][:n], fit_e[1][:n]
             dropped = np.abs(mu_o - mu_e) > self.guard_z * np.sqrt(v_o + v_e)
             w_o = np.where(dropped, 0.0, 1.0 / v_o)
             w_e = 1.0 / v_e
             var = 1.0 / (w_o + w_e)
             mean = var * (w_o * mu_o + w_e * mu_e)
-
-        # step 5: per-config interaction effect from the config's own residuals
-        own = fit_e if fit_e is not None else fit_o
-        own_trials = experiments if fit_e is not None else history
-        if own is not None:
-            _, _, noise_var, resid = own
-            omega2 = (tau / 2.0) ** 2
-            keys = [self._key(c) for c in configs]
-            index = {k: i for i, k in enumerate(keys)}
-            sums = np.zeros(len(configs))
-            counts = np.zeros(len(configs))
-            for t, e in zip(own_trials, resid, strict=True):
-                i = index.get(self._key(t.config))
-                if i is not None:
-                    sums[i] += e
-                    counts[i] += 1
-            u_prec = counts / noise_var + 1.0 / omega2
-            mean = mean + (sums / noise_var) / u_prec
-            var = var + 1.0 / u_prec
         return ConfigEstimates(
             mean=mean, var=var, observational_dropped=dropped, adjustment=self.adjustment_
         )
@@ -372,14 +389,10 @@ class CausalRewardModel:
             return tau0
         means = np.array([np.mean(g) for g in groups.values()])
         counts = np.array([len(g) for g in groups.values()], dtype=float)
-        dof = counts.sum() - m
-        if dof >= 2:
-            noise_var = (
-                sum(float(np.sum((np.array(g) - np.mean(g)) ** 2)) for g in groups.values()) / dof
-            )
-        else:
-            noise_var = (0.05 * scale) ** 2
-        tau_hat2 = max(float(np.var(means, ddof=1)) - noise_var * float(np.mean(1.0 / counts)), 0.0)
+        cfg_idx = np.concatenate([np.full(len(g), i) for i, g in enumerate(groups.values())])
+        resid = np.concatenate([np.asarray(g) - np.mean(g) for g in groups.values()])
+        noise_c = self._noise_per_config(resid, cfg_idx, m, int(counts.sum() - m), scale)
+        tau_hat2 = max(float(np.var(means, ddof=1)) - float(np.mean(noise_c / counts)), 0.0)
         pseudo = 2.0
         tau2 = (pseudo * tau0**2 + (m - 1) * tau_hat2) / (pseudo + m - 1)
         return math.sqrt(max(tau2, (0.005 * scale) ** 2))

@@ -75,6 +75,8 @@ class TuningSession:
     seed : int, Generator or None
     policy_params : mapping, optional
         Extra keyword arguments for the policy.
+    context_smoothing : float
+        Weight of the newest window in the load forecast (:meth:`current_context`).
     """
 
     def __init__(
@@ -90,7 +92,11 @@ class TuningSession:
         mediator_keys: Sequence[str] = DEFAULT_MEDIATOR_KEYS,
         seed: int | np.random.Generator | None = None,
         policy_params: Mapping[str, Any] | None = None,
+        context_smoothing: float = 0.3,
     ) -> None:
+        if not 0 < context_smoothing <= 1:
+            raise ValueError(f"context_smoothing must be in (0, 1], got {context_smoothing!r}")
+        self.context_smoothing = float(context_smoothing)
         self.space = space
         self.objective = objective or Objective()
         self.store = store if store is not None else InMemoryStore()
@@ -132,11 +138,23 @@ class TuningSession:
         return list(self._candidates)
 
     def current_context(self) -> dict[str, float]:
-        """The load of the latest finished window (the best guess for the next one)."""
-        for t in reversed(self.store.trials([TrialState.COMPLETE])):
-            if all(k in t.observation for k in self.context_keys):
-                return {k: float(t.observation[k]) for k in self.context_keys}
-        return {}
+        """The load expected in the next window: an exponentially weighted mean of the recent
+        windows' context (weight ``context_smoothing`` on the newest), so that one window's
+        sampling noise does not swing the forecast while a real shift still shows within a few
+        windows."""
+        rows = [
+            t.observation
+            for t in self.store.trials([TrialState.COMPLETE])
+            if all(k in t.observation for k in self.context_keys)
+        ][-50:]
+        if not rows:
+            return {}
+        a = self.context_smoothing
+        ctx = {k: float(rows[0][k]) for k in self.context_keys}
+        for obs in rows[1:]:
+            for k in self.context_keys:
+                ctx[k] = (1 - a) * ctx[k] + a * float(obs[k])
+        return ctx
 
     def ask(self, context: Mapping[str, float] | None = None) -> Trial:
         """Choose the config for the next window and record a RUNNING trial.

@@ -129,6 +129,8 @@ def test_pooled_environment_oracle(env):
     pool = PooledEnvironment(env, configs, pool_size=3, progress=False)
     truth = pool.true_rewards(OBJ, 0)
     assert truth[1] > truth[0]  # two sequences cannot keep up with the load
-    assert pool.observe(configs[1], 0) == pool.observe(configs[1], 3)  # cycles through the pool
+    seen = {pool.observe(configs[1], r)["goodput_tok_s"] for r in range(30)}
+    assert seen == {w["goodput_tok_s"] for w in pool.windows_[(0, 1)]}  # draws cover the pool
+    assert pool.observe(configs[1], 7, draw=2) == pool.observe(configs[1], 7, draw=2)
     with pytest.raises(ValueError, match="not in the pool"):
         pool.observe({"max_num_seqs": 5}, 0)
