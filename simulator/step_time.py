@@ -219,29 +219,55 @@ class AnalyticalStepModel:
         return clone
 
     # ------------------------------------------------------------------ pricing primitives
-    def _price(self, op: Any) -> float:
-        ms = self._op_ms.get(op)
-        if ms is None:
-            ms, source = self.db.latency(op)
+    def _price_many(self, ops: list[Any]) -> None:
+        """Price the ops not yet priced, in one vectorized perfdb call per op type."""
+        todo = list(dict.fromkeys(op for op in ops if op not in self._op_ms))
+        if not todo:
+            return
+        if hasattr(self.db, "latencies"):
+            priced = self.db.latencies(todo)
+        else:
+            priced = [self.db.latency(op) for op in todo]
+        for op, (ms, source) in zip(todo, priced, strict=True):
             ms = float(ms)
             if not math.isfinite(ms) or ms < 0:
                 raise ValueError(f"perfdb returned latency {ms} for {op}")
             self._op_ms[op] = ms
             key = str(source).split(":")[0]
             self._sources[key] = self._sources.get(key, 0) + 1
+
+    def _price(self, op: Any) -> float:
+        ms = self._op_ms.get(op)
+        if ms is None:
+            self._price_many([op])
+            ms = self._op_ms[op]
         return ms
 
     def _price_calls(self, calls: list[OpCall], *, skip: frozenset[str] = frozenset()) -> float:
         return sum(c.count * self._price(c.op) for c in calls if c.name not in skip)
 
+    @staticmethod
+    def _block(points: list[int], x: int, floor: int) -> list[int]:
+        """Grid points in ``[x/2, max(2x, floor)]``: priced together on a first miss (queries
+        cluster, and one vectorized perfdb call is far cheaper than many single ones)."""
+        lo, hi = x / 2, max(2 * x, floor)
+        return [p for p in points if lo <= p <= hi] or [x]
+
     def _token_point(self, tokens: int) -> float:
         ms = self._token_ms.get(tokens)
         if ms is None:
-            calls = token_ops(self.model, self.parallel, self.precision, tokens, 1)
-            ms = self._price_calls(calls, skip=frozenset({"lm_head"}))
-            self._token_ms[tokens] = ms
-            if not self._kernels_per_step:
-                self._kernels_per_step = sum(c.count for c in calls)
+            block = [t for t in self._block(_TOKEN_LIST, tokens, 64) if t not in self._token_ms]
+            if tokens not in block:
+                block.append(tokens)
+            per_point = {
+                t: token_ops(self.model, self.parallel, self.precision, t, 1) for t in block
+            }
+            self._price_many([c.op for calls in per_point.values() for c in calls])
+            for t, calls in per_point.items():
+                self._token_ms[t] = self._price_calls(calls, skip=frozenset({"lm_head"}))
+                if not self._kernels_per_step:
+                    self._kernels_per_step = sum(c.count for c in calls)
+            ms = self._token_ms[tokens]
         return ms
 
     def token_time_ms(self, num_tokens: float) -> float:
@@ -253,9 +279,21 @@ class AnalyticalStepModel:
     def _lm_point(self, rows: int) -> float:
         ms = self._lm_ms.get(rows)
         if ms is None:
-            calls = token_ops(self.model, self.parallel, self.precision, 1, rows)
-            ms = sum(c.count * self._price(c.op) for c in calls if c.name == "lm_head")
-            self._lm_ms[rows] = ms
+            block = [r for r in self._block(_TOKEN_LIST, rows, 64) if r not in self._lm_ms]
+            if rows not in block:
+                block.append(rows)
+            per_point = {
+                r: [
+                    c
+                    for c in token_ops(self.model, self.parallel, self.precision, 1, r)
+                    if c.name == "lm_head"
+                ]
+                for r in block
+            }
+            self._price_many([c.op for calls in per_point.values() for c in calls])
+            for r, calls in per_point.items():
+                self._lm_ms[r] = self._price_calls(calls)
+            ms = self._lm_ms[rows]
         return ms
 
     def lm_head_time_ms(self, rows: float) -> float:
@@ -267,9 +305,18 @@ class AnalyticalStepModel:
         key = (batch, kv)
         ms = self._decode_ms.get(key)
         if ms is None:
-            shape = BatchShape(decode_context_tokens=np.full(batch, max(kv, 1), dtype=np.int64))
-            ms = self._price_calls(attention_ops(self.model, self.parallel, self.precision, shape))
-            self._decode_ms[key] = ms
+            # price the whole KV row of this batch size at once
+            row = [k for k in self._block(_KV_LIST, kv, 16) if (batch, k) not in self._decode_ms]
+            if kv not in row:
+                row.append(kv)
+            per_point = {}
+            for k in row:
+                shape = BatchShape(decode_context_tokens=np.full(batch, max(k, 1), dtype=np.int64))
+                per_point[k] = attention_ops(self.model, self.parallel, self.precision, shape)
+            self._price_many([c.op for calls in per_point.values() for c in calls])
+            for k, calls in per_point.items():
+                self._decode_ms[(batch, k)] = self._price_calls(calls)
+            ms = self._decode_ms[key]
         return ms
 
     def decode_attention_ms(self, batch_size: float, mean_kv_tokens: float) -> float:
@@ -292,12 +339,20 @@ class AnalyticalStepModel:
         key = (new, ctx)
         ms = self._prefill_ms.get(key)
         if ms is None:
-            shape = BatchShape(
-                prefill_new_tokens=np.array([new], dtype=np.int64),
-                prefill_context_tokens=np.array([ctx], dtype=np.int64),
-            )
-            ms = self._price_calls(attention_ops(self.model, self.parallel, self.precision, shape))
-            self._prefill_ms[key] = ms
+            row = [c for c in self._block(_KV_LIST, ctx, 16) if (new, c) not in self._prefill_ms]
+            if ctx not in row:
+                row.append(ctx)
+            per_point = {}
+            for c in row:
+                shape = BatchShape(
+                    prefill_new_tokens=np.array([new], dtype=np.int64),
+                    prefill_context_tokens=np.array([c], dtype=np.int64),
+                )
+                per_point[c] = attention_ops(self.model, self.parallel, self.precision, shape)
+            self._price_many([c.op for calls in per_point.values() for c in calls])
+            for c, calls in per_point.items():
+                self._prefill_ms[(new, c)] = self._price_calls(calls)
+            ms = self._prefill_ms[key]
         return ms
 
     def prefill_attention_ms(self, new_tokens: float, context_tokens: float = 0.0) -> float:
