@@ -454,8 +454,9 @@ class Deployment:
         )
 
     def kv_bytes_per_token(self) -> float:
-        """KV bytes one token occupies on one GPU (for KV-transfer pricing, times ``tp*pp``)."""
-        return self.memory(EngineConfig()).kv_bytes_per_token
+        """KV bytes one token occupies across the replica's ``tp * pp`` GPUs (what a
+        disaggregated hand-off moves; see :class:`KVTransfer`)."""
+        return self.memory(EngineConfig()).kv_bytes_per_token * self.tp * self.pp
 
     def replica(self, config: EngineConfig, name: str = "") -> Replica:
         """A replica with this deployment's pricing and KV capacity.

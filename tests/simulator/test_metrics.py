@@ -140,3 +140,20 @@ def test_empty_windows_report_nan_latencies_not_errors():
     assert len(obs) == 3
     assert obs[0].throughput_tok_s == pytest.approx(3.0)
     assert math.isnan(obs[2].ttft_p50_ms) and obs[2].request_rate_rps == 0.0
+
+
+def test_mixed_replica_configs_need_an_explicit_replica():
+    from simulator import Cluster, Replica
+
+    trace = Trace(np.arange(20) * 10.0, np.full(20, 100), np.full(20, 5))
+    res = Cluster(
+        [
+            Replica(EngineConfig(max_num_seqs=2), LinearCost(), 100),
+            Replica(EngineConfig(max_num_seqs=8), LinearCost(), 100),
+        ]
+    ).run(trace, seed=0)
+    with pytest.raises(ValueError, match="replica="):
+        window_observations(res, window_s=1.0)
+    second = window_observations(res, window_s=1.0, replica=1)
+    assert all(o.max_num_seqs == 8 for o in second)
+    assert sum(o.request_rate_rps for o in second) == pytest.approx(10.0)

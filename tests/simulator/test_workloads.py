@@ -118,3 +118,13 @@ def test_workload_generation_is_seeded_and_independent_per_stream():
 def test_bad_workload_parameters_raise_named_errors(factory, match):
     with pytest.raises(ValueError, match=match):
         factory()
+
+
+def test_jittered_lengths_keep_the_mean_and_stay_in_range():
+    lengths = LengthDistribution.jittered(1000, 200, 0.1, size=20_000)
+    assert lengths.prompt_tokens.min() >= 900 and lengths.prompt_tokens.max() <= 1100
+    assert lengths.mean_prompt_tokens == pytest.approx(1000, rel=0.005)
+    assert lengths.mean_output_tokens == pytest.approx(200, rel=0.01)
+    assert LengthDistribution.jittered(10, 5, 0.0).prompt_tokens.tolist() == [10]
+    with pytest.raises(ValueError, match="jitter"):
+        LengthDistribution.jittered(10, 5, 1.0)
