@@ -88,9 +88,10 @@ class CausalRewardModel:
     prior : PriorFn, optional
         The analytical price of configs at a context; ``None`` means a flat prior (mean 0, the
         knob coefficients then get a vague prior).
-    prior_rel_error : float
+    prior_rel_error : float, optional
         Relative error of the prior's reward, measured (see ``causal_tuner.prior``); sets the
-        prior variance of the knob effects.
+        prior variance of the knob effects. Default: the prior's ``rel_error`` attribute, else
+        ``causal_tuner.prior.PRIOR_REL_ERROR``.
     adjust : bool
         ``False`` gives the naive learner (no context in the regression, history pooled).
     guard_z : float
@@ -109,12 +110,18 @@ class CausalRewardModel:
         mediator_keys: Sequence[str] = (),
         *,
         prior: PriorFn | None = None,
-        prior_rel_error: float = 0.25,
+        prior_rel_error: float | None = None,
         adjust: bool = True,
         guard_z: float = 3.0,
         pc_alpha: float = 0.01,
         min_history_for_structure: int = 30,
     ) -> None:
+        if prior_rel_error is None:
+            # the prior's own measured error (AnalyticalPrior.rel_error), else the calibrated
+            # default of causal_tuner.prior
+            from causal_tuner.prior import PRIOR_REL_ERROR
+
+            prior_rel_error = getattr(prior, "rel_error", PRIOR_REL_ERROR)
         if not (prior_rel_error > 0 and math.isfinite(prior_rel_error)):
             raise ValueError(f"prior_rel_error must be > 0, got {prior_rel_error!r}")
         self.space = space

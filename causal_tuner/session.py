@@ -70,6 +70,8 @@ class TuningSession:
         Defaults to an in-memory store; pass a ``SQLiteStore`` to survive restarts.
     prior : PriorFn, optional
         The analytical price of configs (see ``causal_tuner.prior``).
+    prior_rel_error : float, optional
+        The prior's measured relative error (default: the prior's own ``rel_error``).
     context_keys, mediator_keys : sequence of str
         Observation keys of tiers 0 and 2.
     seed : int, Generator or None
@@ -87,7 +89,7 @@ class TuningSession:
         *,
         store: TrialStore | None = None,
         prior: PriorFn | None = None,
-        prior_rel_error: float = 0.25,
+        prior_rel_error: float | None = None,
         context_keys: Sequence[str] = DEFAULT_CONTEXT_KEYS,
         mediator_keys: Sequence[str] = DEFAULT_MEDIATOR_KEYS,
         seed: int | np.random.Generator | None = None,

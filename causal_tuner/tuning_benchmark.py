@@ -175,8 +175,7 @@ SCENARIOS: dict[str, Scenario] = {
         2,
         (
             Knob("max_num_seqs", (8, 16, 32, 64, 128, 256), 64, 30.0),
-            Knob("gpu_memory_utilization", (0.85, 0.95), 0.85, 30.0),
-            Knob("tensor_parallel_size", (2, 1), 2, 120.0),
+            Knob("gpu_memory_utilization", (0.9, 0.95), 0.9, 30.0),
         ),
         "azure-conv",
         0.6,

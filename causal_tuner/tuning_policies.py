@@ -80,8 +80,9 @@ class TunerPolicy(ABC):
         Tier-0 and tier-2 observation keys.
     prior : PriorFn, optional
         The analytical price of configs (needed by ``ba-ucb``, ``naive``, ``model-only``).
-    prior_rel_error : float
-        The prior's measured relative error.
+    prior_rel_error : float, optional
+        The prior's measured relative error (default: the prior's own, see
+        :class:`~causal_tuner.reward_model.CausalRewardModel`).
     seed : int, Generator or None
     """
 
@@ -96,7 +97,7 @@ class TunerPolicy(ABC):
         context_keys: Sequence[str] = (),
         mediator_keys: Sequence[str] = (),
         prior: PriorFn | None = None,
-        prior_rel_error: float = 0.25,
+        prior_rel_error: float | None = None,
         seed: SeedLike = None,
     ) -> None:
         if self.needs_prior and prior is None:
