@@ -218,14 +218,15 @@ def render_all(cfg: LaunchConfig) -> dict[str, str]:
 
 _CHECK_SNIPPET = """
 import json, sys
-from vllm.engine.arg_utils import AsyncEngineArgs
 try:
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 except ImportError:
     from vllm.utils import FlexibleArgumentParser
-parser = FlexibleArgumentParser()
-parser.add_argument("model_tag")
-parser = AsyncEngineArgs.add_cli_args(parser)
+try:  # the parser behind `vllm serve` (moved between releases)
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+except ImportError:
+    from vllm.entrypoints.openai.cli_args import make_arg_parser
+parser = make_arg_parser(FlexibleArgumentParser())
 ns = parser.parse_args(json.loads(sys.argv[1]))
 print(json.dumps({k: getattr(ns, k) for k in ("tensor_parallel_size", "max_num_seqs",
       "max_num_batched_tokens", "gpu_memory_utilization", "enforce_eager")}))

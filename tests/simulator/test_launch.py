@@ -90,3 +90,7 @@ def test_vllm_parser_accepts_rendered_args():
     parsed = check_vllm_args(vllm_args(DENSE), python=VLLM_PYTHON)
     assert parsed["tensor_parallel_size"] == 4 and parsed["max_num_seqs"] == 128
     assert parsed["max_num_batched_tokens"] == 4096
+    wide = check_vllm_args(vllm_args(WIDE_EP), python=VLLM_PYTHON)
+    assert wide["enforce_eager"] is True and wide["max_num_seqs"] == 64
+    with pytest.raises(ValueError, match="vLLM rejected"):
+        check_vllm_args([*vllm_args(DENSE), "--no-such-flag"], python=VLLM_PYTHON)
