@@ -78,7 +78,7 @@ def parse_config(text: str) -> tuple[str, dict]:
     return label, kwargs
 
 
-def _plots(out: Path, results: dict, window_s: float) -> list[Path]:
+def _plots(out: Path, results: dict, windows: dict, window_s: float) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,17 +106,25 @@ def _plots(out: Path, results: dict, window_s: float) -> list[Path]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(10, 4))
-    for label, res in results.items():
-        ok = res.requests[res.requests["status"] == "ok"]
-        if ok.empty:
-            continue
-        end_s = ok["finish_ms"].max() / 1000.0
-        bins = np.arange(0.0, end_s + window_s, window_s)
-        # output tokens attributed to the window where each request finished
-        tok, _ = np.histogram(ok["finish_ms"] / 1000.0, bins=bins, weights=ok["output_tokens"])
-        ax.step(bins[:-1], tok / window_s, where="post", label=label)
+    for i, (label, frame) in enumerate(windows.items()):
+        color = f"C{i}"
+        ax.step(
+            frame["window_start_s"],
+            frame["throughput_tok_s"],
+            where="post",
+            color=color,
+            label=f"{label}: generated",
+        )
+        ax.step(
+            frame["window_start_s"],
+            frame["goodput_tok_s"],
+            where="post",
+            color=color,
+            ls="--",
+            label=f"{label}: goodput (SLA met)",
+        )
     ax.set_xlabel("time (s)")
-    ax.set_ylabel(f"output tokens/s ({window_s:g} s windows, by finish)")
+    ax.set_ylabel(f"output tokens/s ({window_s:g} s windows)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("Throughput over time")
@@ -292,6 +300,7 @@ def _replay(
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {}
+    windows = {}
     rows = []
     for label, cfg in engine_configs:
         replica = deployment.replica(cfg, name=label)
@@ -302,7 +311,8 @@ def _replay(
         results[label] = res
         res.requests.to_csv(out_dir / f"requests_{label}.csv", index=False)
         obs = window_observations(res, window_s=window_s, sla=sla)
-        observations_frame(obs).to_csv(out_dir / f"windows_{label}.csv", index=False)
+        windows[label] = observations_frame(obs)
+        windows[label].to_csv(out_dir / f"windows_{label}.csv", index=False)
         (out_dir / f"metrics_{label}.prom").write_text(to_prometheus(res, model_name=model))
         summary = res.summary(sla)
         rows.append(
@@ -310,7 +320,7 @@ def _replay(
         )
     table = pd.DataFrame(rows)
     table.to_csv(out_dir / "summary.csv", index=False)
-    plots = _plots(out_dir, results, window_s)
+    plots = _plots(out_dir, results, windows, window_s)
     show = [
         "config",
         "completed",

@@ -373,6 +373,17 @@ class Request:
         return self.shared_keys[j] if j < len(self.shared_keys) else (-1 - self.uid, j)
 
 
+def _block_keys(req: Request, start: int, stop: int) -> tuple | list:
+    """Keys of blocks ``start:stop`` of ``req`` (:meth:`Request.block_key`, without a call per
+    block: the hot path of prefix caching)."""
+    keys = req.shared_keys
+    n = len(keys)
+    if stop <= n:
+        return keys[start:stop]
+    tag = -1 - req.uid
+    return [*keys[start:n], *((tag, j) for j in range(max(start, n), stop))]
+
+
 class _BlockPool:
     """Paged KV blocks with an LRU prefix cache of freed full blocks.
 
@@ -546,8 +557,7 @@ class ServingEngine:
         on and (for private keys) ``keep_private`` (a preempted request may hit them again)."""
         pool = self.pool
         refcount, evictable = pool.refcount, pool.evictable
-        for j in range(req.held_shared):
-            key = req.block_key(j)
+        for key in _block_keys(req, 0, req.held_shared):
             c = refcount[key] - 1
             refcount[key] = c
             if c == 0:
@@ -555,11 +565,8 @@ class ServingEngine:
         private = req.num_blocks - req.held_shared
         if private and self.config.enable_prefix_caching:
             full = min(req.num_computed // self._bs, req.num_blocks)
-            n_shared_keys = len(req.shared_keys)
-            for j in range(req.held_shared, full):
-                if j >= n_shared_keys and not keep_private:
-                    break
-                key = req.block_key(j)
+            stop = full if keep_private else min(full, len(req.shared_keys))
+            for key in _block_keys(req, req.held_shared, stop):
                 if key in refcount:
                     continue
                 refcount[key] = 0
@@ -591,22 +598,31 @@ class ServingEngine:
         if not req.shared_keys and req.num_preemptions == 0:
             return 0, 0
         max_blocks = (req.num_tokens - 1) // self._bs  # at least one token must be computed
-        refcount = self.pool.refcount
+        get = self.pool.refcount.get
         hits = evicted = 0
-        for j in range(max_blocks):
-            c = refcount.get(req.block_key(j))
+        keys = req.shared_keys
+        for key in keys[:max_blocks]:
+            c = get(key)
             if c is None:
-                break
+                return hits, evicted
             hits += 1
             if c == 0:
                 evicted += 1
+        if req.num_preemptions:  # its own blocks, cached when it was preempted
+            tag = -1 - req.uid
+            for j in range(hits, max_blocks):
+                c = get((tag, j))
+                if c is None:
+                    break
+                hits += 1
+                if c == 0:
+                    evicted += 1
         return hits, evicted
 
     def _acquire_hits(self, req: Request, hits: int) -> None:
         pool = self.pool
         refcount, evictable = pool.refcount, pool.evictable
-        for j in range(hits):
-            key = req.block_key(j)
+        for key in _block_keys(req, 0, hits):
             c = refcount[key]
             if c == 0:
                 del evictable[key]

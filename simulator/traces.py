@@ -306,7 +306,7 @@ def shared_block_keys(
     if hash_block_tokens % block_size == 0:
         per = hash_block_tokens // block_size
         n = min(n_full, len(hash_ids) * per)
-        return tuple((hash_ids[j // per], j % per) for j in range(n))
+        return tuple([(hash_ids[j // per], j % per) for j in range(n)])
     if block_size % hash_block_tokens == 0:
         m = block_size // hash_block_tokens
         n = min(n_full, len(hash_ids) // m)
