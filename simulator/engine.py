@@ -20,10 +20,12 @@ the effects of its knobs:
 Performance: between two scheduling changes (an arrival, a completion, a KV block shortage) a
 decode-only batch is the same batch step after step, only one token longer. The engine then
 advances a *decode span* of ``k`` steps in one event: it prices the first and the last step
-exactly and interpolates the steps between (decode cost is linear in KV length; the test suite
-checks the span path against the step-by-step path), draws ``k`` noise factors at once, and cuts
-the span at the first step that ends after the next arrival, so every arrival still meets the
-scheduler at the next step boundary. ``EngineConfig(decode_span_steps=1)`` turns this off.
+exactly and interpolates the steps between (decode cost is linear in KV length), takes the
+span's per-step noise factors from the same stream single steps use, and cuts the span at the
+first step that ends after the next arrival, so every arrival still meets the scheduler at the
+next step boundary. With a cost model linear in KV length the span path reproduces the
+step-by-step path exactly, noise included (tested); ``EngineConfig(decode_span_steps=1)`` turns
+spans off.
 
 The clock is owned by :class:`EventLoop` (a heap keyed by ``(time, priority, seq)``; handlers
 return follow-up events), shared by every replica of a :class:`~simulator.cluster.Cluster`.
@@ -224,7 +226,7 @@ class EngineConfig:
         prompt longer than the budget is rejected (as vLLM refuses it).
     gpu_memory_utilization : float
         Fraction of GPU memory the engine may use; with the memory model it sets the KV capacity
-        (see :func:`simulator.cluster.Deployment.kv_capacity_tokens`). Ignored when
+        (see :meth:`simulator.cluster.Deployment.replica`). Ignored when
         ``num_kv_blocks`` is given.
     num_kv_blocks : int or None
         KV-cache capacity in blocks, overriding the memory model (e.g. a deliberately tiny cache).
