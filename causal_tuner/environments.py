@@ -171,6 +171,8 @@ class SimulatedEnvironment:
         Observed window and the unobserved warm-up served before it.
     step_factors : mapping, optional
         Op-family multipliers for the ground truth (:class:`BiasedStepModel`).
+    tp : int
+        Tensor parallelism when a config has no ``tensor_parallel_size`` knob.
     seed : int
         Round ``r`` draws its workload from ``SeedSequence([seed, r])``: the same draw for
         every config and policy (common random numbers).
@@ -189,6 +191,7 @@ class SimulatedEnvironment:
         step_factors: Mapping[str, float] | None = None,
         dtype: str = "bf16",
         seed: int = 0,
+        tp: int = 1,
     ) -> None:
         if not (window_s > 0 and warmup_s >= 0):
             raise ValueError(f"window_s must be > 0 and warmup_s >= 0, got {window_s}, {warmup_s}")
@@ -202,6 +205,7 @@ class SimulatedEnvironment:
         self.step_factors = dict(step_factors or {})
         self.dtype = dtype
         self.seed = int(seed)
+        self.tp = int(tp)
 
     def load_at(self, round_index: int) -> WindowLoad | TraceLoad:
         return self.load(round_index) if callable(self.load) else self.load
@@ -215,7 +219,7 @@ class SimulatedEnvironment:
     ) -> dict[str, float]:
         """Serve one window of round ``round_index`` under ``config`` (``draw`` overrides the
         workload draw's index, for pools)."""
-        tp = int(config.get("tensor_parallel_size", 1))
+        tp = int(config.get("tensor_parallel_size", self.tp))
         if self.gpus % tp:
             raise ValueError(f"tensor_parallel_size={tp} does not divide the {self.gpus} GPUs")
         replicas = self.gpus // tp

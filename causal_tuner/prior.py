@@ -79,7 +79,7 @@ class AnalyticalPrior:
     system : str
         A perfdb system (``h100_sxm``, ``h200_sxm``, ...).
     gpus : int
-        GPUs serving the model; a config's ``tensor_parallel_size`` (default 1) sets the
+        GPUs serving the model; a config's ``tensor_parallel_size`` (default ``tp``) sets the
         replicas, ``gpus // tp``.
     objective : Objective
     dtype, backend : str
@@ -88,6 +88,8 @@ class AnalyticalPrior:
     isl_p90_ratio, osl_p90_ratio : float
         90th percentile over mean of the prompt and output lengths (the context carries means
         only); defaults from the Azure conversation trace.
+    tp : int
+        Tensor parallelism when a config has no ``tensor_parallel_size`` knob.
 
     Examples
     --------
@@ -111,6 +113,7 @@ class AnalyticalPrior:
         rel_error: float = PRIOR_REL_ERROR,
         isl_p90_ratio: float = 2.2,
         osl_p90_ratio: float = 2.0,
+        tp: int = 1,
     ) -> None:
         if not (isinstance(gpus, int) and gpus >= 1):
             raise ValueError(f"gpus must be a positive integer, got {gpus!r}")
@@ -124,10 +127,11 @@ class AnalyticalPrior:
         self.backend = backend
         self.rel_error = float(rel_error)
         self.isl_p90_ratio = float(isl_p90_ratio)
+        self.tp = int(tp)
         self.osl_p90_ratio = float(osl_p90_ratio)
         self._cache: dict[tuple, ServingEstimate | None] = {}
         # fail early on an unknown model or system, with the simulator's message
-        self.deployment(1).step_model()
+        self.deployment(self.tp).step_model()
 
     def deployment(self, tp: int) -> Deployment:
         return Deployment(
@@ -135,12 +139,12 @@ class AnalyticalPrior:
         )
 
     def replicas(self, config: Mapping) -> int:
-        tp = int(config.get("tensor_parallel_size", 1))
+        tp = int(config.get("tensor_parallel_size", self.tp))
         return max(self.gpus // tp, 0)
 
     def feasibility(self, config: Mapping) -> str | None:
         """Why ``config`` cannot run (memory, GPU count), or ``None``: a KnobSpace hook."""
-        tp = int(config.get("tensor_parallel_size", 1))
+        tp = int(config.get("tensor_parallel_size", self.tp))
         if self.gpus % tp:
             return f"tensor_parallel_size={tp} does not divide the {self.gpus} GPUs"
         try:
@@ -164,7 +168,7 @@ class AnalyticalPrior:
         self, key: tuple, rate: float, isl: float, osl: float
     ) -> ServingEstimate | None:
         config = dict(key)
-        tp = int(config.get("tensor_parallel_size", 1))
+        tp = int(config.get("tensor_parallel_size", self.tp))
         workload = Workload(
             isl=isl,
             osl=osl,

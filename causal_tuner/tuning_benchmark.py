@@ -100,6 +100,7 @@ class Scenario:
     window_s: float = 60.0
     warmup_s: float = 30.0
     dtype: str = "bf16"
+    tp: int = 1  # when the knob space has no tensor_parallel_size
 
     @property
     def objective(self) -> Objective:
@@ -181,6 +182,7 @@ SCENARIOS: dict[str, Scenario] = {
         0.6,
         SLA(ttft_ms=20000.0, tpot_ms=100.0),
         objective_kind="throughput",
+        tp=2,
         history=HistorySpec(
             n_windows=500,
             load_scales=(0.2, 0.35, 0.5, 0.65, 0.8, 0.95),
@@ -254,7 +256,12 @@ def build_scenario(
     """Simulate the ground-truth pools of a scenario (the expensive part)."""
     objective = scenario.objective
     prior = AnalyticalPrior(
-        scenario.model, scenario.system, scenario.gpus, objective, dtype=scenario.dtype
+        scenario.model,
+        scenario.system,
+        scenario.gpus,
+        objective,
+        dtype=scenario.dtype,
+        tp=scenario.tp,
     )
     space = prior.constrain(KnobSpace(scenario.knobs))
     configs = list(space.grid())
@@ -273,6 +280,7 @@ def build_scenario(
         warmup_s=scenario.warmup_s,
         step_factors=scenario.truth_factors,
         dtype=scenario.dtype,
+        tp=scenario.tp,
         seed=hash_name(scenario.name),
     )
     phases = (0,) if scenario.drift_round is None else (0, scenario.drift_round)
@@ -303,6 +311,7 @@ def build_scenario(
                 warmup_s=scenario.warmup_s,
                 step_factors=scenario.truth_factors,
                 dtype=scenario.dtype,
+                tp=scenario.tp,
                 seed=hash_name(scenario.name) + 1,
             )
             for ki, level in enumerate(levels):
