@@ -56,6 +56,7 @@ import networkx as nx
 import numpy as np
 from scipy import special
 from scipy import stats as sps
+from sklearn.base import BaseEstimator
 
 __all__ = [
     "PC",
@@ -781,7 +782,7 @@ def _check_edge(edge: object, p: int, what: str) -> tuple[int, int]:
 
 
 # ============================================================================ PC
-class PC:
+class PC(BaseEstimator):
     """The PC algorithm (stable variant) with background knowledge and experimental rows.
 
     Parameters
@@ -1069,7 +1070,7 @@ class PC:
 
 
 # ============================================================================ online PC
-class OnlinePC:
+class OnlinePC(BaseEstimator):
     """PC kept current over a stream of rows, from incremental per-regime statistics.
 
     Each :meth:`update` costs O(p^2) (statistics plus a change check of the pooled correlation

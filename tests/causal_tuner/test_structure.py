@@ -315,3 +315,38 @@ def test_oracle_pc_with_true_tiers_is_sound(dag: nx.DiGraph, data) -> None:
         assert (i, j) in pc.cpdag_.directed_edges()
     full = PC(ci_test=DSeparationOracle(dag), tiers=generations).fit()
     assert full.cpdag_ == truth
+
+
+@pytest.mark.parametrize("learner", [PC(alpha=0.05, tiers=[[0], [1, 2]]), OnlinePC(min_rows=20)])
+def test_learner_conformance(learner) -> None:
+    """scikit-learn contract: params round-trip, clone is unfitted, fit does not mutate input,
+    same data gives the same graph, and a pickled learner carries its state."""
+    import pickle
+
+    from sklearn.base import clone
+
+    data = random_er_sem(5, 2.0, seed=8).sample(400, seed=9)
+    copy = data.copy()
+    fresh = clone(learner)
+    assert fresh.get_params() == learner.get_params()
+    assert not hasattr(fresh, "adjacency_")
+    first = clone(learner).fit(data)
+    np.testing.assert_array_equal(data, copy)
+    np.testing.assert_array_equal(first.adjacency_, clone(learner).fit(data).adjacency_)
+    restored = pickle.loads(pickle.dumps(first))
+    np.testing.assert_array_equal(restored.adjacency_, first.adjacency_)
+
+
+def test_online_pc_survives_a_restart() -> None:
+    """Pickled mid-stream and restored, the online learner ends where an uninterrupted one does."""
+    import pickle
+
+    data = random_er_sem(6, 2.0, seed=10).sample(600, seed=11)
+    whole = OnlinePC(rediscover_every=50)
+    whole.update_many(data[:300])
+    resumed = pickle.loads(pickle.dumps(whole))
+    for row in data[300:]:
+        whole.update(row)
+        resumed.update(row)
+    np.testing.assert_array_equal(whole.adjacency_, resumed.adjacency_)
+    assert whole.n_rediscoveries_ == resumed.n_rediscoveries_
