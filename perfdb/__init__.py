@@ -4,7 +4,8 @@ Ops (:mod:`perfdb.ops`) describe one kernel call on one GPU; a :class:`PerfDB` p
 ``latency(op) -> (ms, source)`` with ``source`` in ``{"measured", "interpolated", "roofline"}``.
 """
 
-from perfdb.db import PerfDB, list_systems, load_system
+from perfdb.db import BUNDLED_ROOT, PATH_ENV, PerfDB, list_systems, load_system
+from perfdb.grid import EfficiencyGrid
 from perfdb.ops import (
     DTYPE_BYTES,
     OP_TYPES,
@@ -25,22 +26,30 @@ from perfdb.ops import (
     ReduceScatterOp,
     normalize_dtype,
 )
-from perfdb.roofline import DEFAULT_EFFICIENCY
-from perfdb.specs import BUILTIN_SPECS, HardwareSpec
+from perfdb.roofline import DEFAULT_EFFICIENCY, DEFAULT_LAUNCH_MS, fallback_ms, roofline_ms
+from perfdb.specs import BUILTIN_SPECS, HardwareSpec, spec_from_aiconfigurator_yaml
+from perfdb.tables import SCHEMAS, TableSchema
 
 __all__ = [
     "BUILTIN_SPECS",
+    "BUNDLED_ROOT",
     "DEFAULT_EFFICIENCY",
+    "DEFAULT_LAUNCH_MS",
     "DTYPE_BYTES",
     "OP_TYPES",
+    "PATH_ENV",
+    "SCHEMAS",
     "AllGatherOp",
     "AllReduceOp",
     "AllToAllOp",
+    "CollectConfig",
     "ContextAttentionOp",
+    "EfficiencyGrid",
     "ElementwiseOp",
     "GemmOp",
     "GenerationAttentionOp",
     "HardwareSpec",
+    "ImportReport",
     "MLABmmOp",
     "MLAContextOp",
     "MLAGenerationOp",
@@ -50,7 +59,30 @@ __all__ = [
     "P2POp",
     "PerfDB",
     "ReduceScatterOp",
+    "TableSchema",
+    "collect",
+    "fallback_ms",
+    "import_aiconfigurator",
     "list_systems",
     "load_system",
     "normalize_dtype",
+    "roofline_ms",
+    "spec_from_aiconfigurator_yaml",
 ]
+
+
+_LAZY = {
+    "CollectConfig": "perfdb.collector",
+    "collect": "perfdb.collector",
+    "ImportReport": "perfdb.importer",
+    "import_aiconfigurator": "perfdb.importer",
+}
+
+
+def __getattr__(name: str):
+    """Import the collector and importer (pandas, tqdm) only when they are used."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'perfdb' has no attribute {name!r}")

@@ -20,10 +20,9 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import yaml
 
 from perfdb.grid import EfficiencyGrid
@@ -31,6 +30,9 @@ from perfdb.ops import Op, normalize_dtype, op_class
 from perfdb.roofline import SPEC_PRICED, fallback_ms, roofline_ms
 from perfdb.specs import HardwareSpec
 from perfdb.tables import NCCL_TABLES, SCHEMAS, TableSchema, read_table, version_key
+
+if TYPE_CHECKING:  # pandas is imported on the first table read, keeping `import perfdb` fast
+    import pandas as pd
 
 #: Environment variable: extra database roots (``os.pathsep``-separated), searched first.
 PATH_ENV = "CAUSAL_TUNER_PERFDB_PATH"

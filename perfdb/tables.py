@@ -18,9 +18,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,8 @@ def validate_table(frame: pd.DataFrame, schema: TableSchema, origin: str | Path)
         Naming ``origin`` when a column is missing, a key is not a positive integer, a latency is
         NaN or non-positive, or the table is empty.
     """
+    import pandas as pd
+
     missing = [c for c in schema.columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{origin}: table {schema.name!r} lacks column(s) {missing}")
@@ -180,6 +185,8 @@ def validate_table(frame: pd.DataFrame, schema: TableSchema, origin: str | Path)
 
 def read_table(path: str | Path, schema: TableSchema) -> pd.DataFrame:
     """Read and validate one table file; errors name the file."""
+    import pandas as pd
+
     path = Path(path)
     try:
         frame = pd.read_parquet(path)

@@ -9,7 +9,7 @@ from perfdb import AllReduceOp, ContextAttentionOp, GemmOp, GenerationAttentionO
 @pytest.mark.slow
 def test_collect_quick_on_cpu_is_loadable(tmp_path):
     pytest.importorskip("torch")
-    from perfdb.collector import CollectConfig, collect
+    from perfdb import CollectConfig, collect
 
     out = collect(
         CollectConfig(
@@ -35,7 +35,7 @@ def test_collect_quick_on_cpu_is_loadable(tmp_path):
 
 
 def test_collect_config_validation():
-    from perfdb.collector import CollectConfig
+    from perfdb import CollectConfig
 
     with pytest.raises(ValueError, match="device"):
         CollectConfig(system="x", device="tpu")

@@ -8,8 +8,7 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perfdb import BUILTIN_SPECS, GemmOp, HardwareSpec, load_system
-from perfdb.grid import EfficiencyGrid
+from perfdb import BUILTIN_SPECS, EfficiencyGrid, GemmOp, HardwareSpec, load_system
 
 
 def _power_law_grid(drop=()):
@@ -91,7 +90,7 @@ def test_spec_validation():
 
 
 def test_builtin_specs_match_the_aiconfigurator_yamls(shared_data):
-    from perfdb.specs import spec_from_aiconfigurator_yaml
+    from perfdb import spec_from_aiconfigurator_yaml
 
     systems = shared_data / "perfdb-aiconfigurator-0.12.0" / "systems"
     for name, spec in BUILTIN_SPECS.items():
@@ -127,7 +126,7 @@ def _mini_tree(shared_data, tmp_path):
 
 
 def test_importer_round_trips_measured_values(shared_data, tmp_path):
-    from perfdb.importer import import_aiconfigurator
+    from perfdb import import_aiconfigurator
 
     tree, gemm, nccl = _mini_tree(shared_data, tmp_path)
     report = import_aiconfigurator(tree, tmp_path / "db", progress=False)
@@ -149,7 +148,7 @@ def test_importer_round_trips_measured_values(shared_data, tmp_path):
 
 
 def test_importer_errors_name_what_is_wrong(shared_data, tmp_path):
-    from perfdb.importer import import_aiconfigurator
+    from perfdb import import_aiconfigurator
 
     tree, *_ = _mini_tree(shared_data, tmp_path)
     with pytest.raises(ValueError, match="present: h100_sxm"):

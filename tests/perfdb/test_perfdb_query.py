@@ -151,7 +151,7 @@ def test_inside_the_grid_is_interpolated_between_neighbours(h100):
 
 
 def test_outside_the_grid_holds_the_boundary_efficiency(h100):
-    from perfdb.roofline import roofline_ms
+    from perfdb import roofline_ms
 
     top = h100.latency(GemmOp(32768, 4096, 4096))
     far = h100.latency(GemmOp(65536, 4096, 4096))
@@ -236,7 +236,7 @@ def test_a_dtype_the_hardware_lacks_is_an_error_listing_what_exists():
 
 
 def test_unmeasured_but_supported_dtype_uses_default_efficiency(h100):
-    from perfdb.roofline import fallback_ms
+    from perfdb import fallback_ms
 
     ms, source = h100.latency(GemmOp(128, 4096, 4096, "int8_wo"))
     cols = {"m": np.array([128]), "n": np.array([4096]), "k": np.array([4096]), "dtype": "int8_wo"}
@@ -263,7 +263,7 @@ def test_vectorized_bad_sizes_raise(h100):
 
 
 def _copy_system(tmp_path):
-    from perfdb.db import BUNDLED_ROOT
+    from perfdb import BUNDLED_ROOT
 
     src = BUNDLED_ROOT / "a100_sxm"
     shutil.copytree(src, tmp_path / "a100_sxm")
