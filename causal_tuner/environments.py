@@ -91,16 +91,20 @@ class BiasedStepModel:
         for family, f in self.factors.items():
             if not (math.isfinite(f) and f > 0):
                 raise ValueError(f"factor for {family!r} must be > 0, got {f!r}")
+        # the families a step can have: price a probe step with a prefill chunk and a decode
+        probe = BatchShape(np.array([16]), np.array([0]), np.array([16]))
+        known = set(self.base.breakdown_ms(probe))
+        unknown = sorted(set(self.factors) - known)
+        if unknown:
+            raise ValueError(f"unknown op families {unknown}; the model has {sorted(known)}")
 
     def step_time_ms(self, batch: BatchShape) -> float:
         ms = self.base.step_time_ms(batch)
         if self.factors:
-            parts = self.base.breakdown_ms(batch)
-            unknown = sorted(set(self.factors) - set(parts))
-            if unknown:
-                raise ValueError(f"unknown op families {unknown}; the model has {sorted(parts)}")
+            parts = self.base.breakdown_ms(batch)  # families absent from this step cost nothing
             ms += sum(
-                (f - 1.0) * parts[fam] * self.base.parallel.pp for fam, f in self.factors.items()
+                (f - 1.0) * parts.get(fam, 0.0) * self.base.parallel.pp
+                for fam, f in self.factors.items()
             )
         return ms
 

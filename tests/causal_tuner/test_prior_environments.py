@@ -85,7 +85,10 @@ def test_biased_step_model_scales_one_family():
         base.step_time_ms(batch) + 0.3 * parts["context_attention"]
     )
     with pytest.raises(ValueError, match="unknown op families"):
-        BiasedStepModel(base, {"warp_drive": 2.0}).step_time_ms(batch)
+        BiasedStepModel(base, {"warp_drive": 2.0})
+    decode_only = BatchShape(decode_context_tokens=np.full(8, 500))
+    assert "context_attention" not in base.breakdown_ms(decode_only)
+    assert biased.step_time_ms(decode_only) == pytest.approx(base.step_time_ms(decode_only))
     with pytest.raises(ValueError, match="must be > 0"):
         BiasedStepModel(base, {"context_attention": -1.0})
 
