@@ -140,7 +140,7 @@ SCENARIOS: dict[str, Scenario] = {
         4,
         _batching_knobs((8, 16, 32, 64, 128, 256), (2, 4)),
         "azure-code",
-        1.5,
+        0.6,
         SLA(ttft_ms=2000.0, tpot_ms=60.0),
     ),
     "c": Scenario(
@@ -198,7 +198,7 @@ SCENARIOS: dict[str, Scenario] = {
         4,
         _batching_knobs((8, 16, 32, 64, 128, 256), (2, 4)),
         "azure-code",
-        1.5,
+        0.6,
         SLA(ttft_ms=2000.0, tpot_ms=60.0),
         truth_factors={"context_attention": 1.3, "generation_attention": 1.3},
     ),
@@ -228,7 +228,8 @@ class BuiltScenario:
         p = self.phase_of(round_index)
         rows = [w for i in range(len(self.configs)) for w in self.pool.windows_[(p, i)]]
         keys = ("request_rate_rps", "mean_prompt_tokens", "mean_output_tokens", "prefix_hit_ratio")
-        return {k: float(np.mean([w[k] for w in rows])) for k in keys}
+        # windows in which nothing arrived have no mean lengths (NaN): leave them out
+        return {k: float(np.nanmean([w[k] for w in rows])) for k in keys}
 
     def history_rows(self, seed: int) -> list[tuple[dict, dict]]:
         """Seed ``seed``'s recorded windows: load drawn, knob set by the autoscaler."""
