@@ -43,7 +43,7 @@ from simulator.analytical import (
     estimate_aggregated,
     estimate_disaggregated,
 )
-from simulator.models import Precision, load_model
+from simulator.models import Precision, load_model, precision_for
 from simulator.parallel import ParallelConfig
 from simulator.step_time import DEFAULT_OVERHEAD, AnalyticalStepModel, EngineOverhead, _load_db
 
@@ -79,14 +79,17 @@ def machine() -> str:
 
 
 def _precision(row: pd.Series) -> Precision:
-    if load_model(row["model_path"]).weight_dtype == "mxfp4":
-        return Precision(gemm="bf16", moe="mxfp4", kv_cache="bf16")  # gpt-oss checkpoints
-    if not isinstance(row["gemm_quant_mode"], str) and (
-        row["precision"] == "bf16" or not isinstance(row["precision"], str)
-    ):
-        return Precision()  # unquantised checkpoint
-    gemm = QUANT.get(str(row["gemm_quant_mode"]), None)
-    moe = QUANT.get(str(row["moe_quant_mode"]), None)
+    """The row's formats (gemm/moe quant modes), adjusted to the checkpoint like the product."""
+    spec = load_model(row["model_path"])
+    sm = 100 if str(row["system"]).startswith(("b", "gb")) else 90
+    if spec.weight_dtype == "mxfp4":  # gpt-oss: the quant label says nvfp4, the weights are mx
+        return precision_for(spec, "bf16", sm_version=sm, backend=row["backend"])
+    if not isinstance(row["gemm_quant_mode"], str):
+        if row["precision"] == "bf16" or not isinstance(row["precision"], str):
+            return Precision()  # unquantised checkpoint
+        raise ValueError(f"row has precision {row['precision']} but no quant modes")
+    gemm = QUANT.get(str(row["gemm_quant_mode"]))
+    moe = QUANT.get(str(row["moe_quant_mode"]))
     if gemm is None or moe is None:
         raise ValueError(
             f"unsupported quantisation {row['gemm_quant_mode']}/{row['moe_quant_mode']}"
@@ -94,10 +97,8 @@ def _precision(row: pd.Series) -> Precision:
     if gemm == "int4_wo":
         gemm = "bf16"  # weight-only int4 applies to experts; dense layers stay bf16
     kv = "bf16" if row["precision"] == "bf16" else "fp8"
-    if moe == "fp8" and load_model(row["model_path"]).weight_dtype == "fp8_block":
-        # the published FP8 MoE checkpoints are 128x128 block-scaled; engines run them with
-        # block-scaled kernels whatever the table's quant label says
-        moe = "fp8_block"
+    if moe == "fp8" and spec.is_moe and spec.weight_dtype == "fp8_block":
+        moe = "fp8_block"  # see simulator.models.precision_for
     return Precision(gemm=gemm, moe=moe, kv_cache=kv)
 
 
@@ -275,6 +276,7 @@ def calibrate(rows: pd.DataFrame) -> tuple[dict[str, EngineOverhead], QueueModel
     step_grid = (0.0, 0.5, 1.0, 2.0, 3.0)
     scale_grid = (0.7, 0.8, 0.9, 1.0, 1.1, 1.2)
     cv2_grid = (0.0, 0.5, 1.0, 2.0)
+    ttft_grid = (0.0, 10.0, 25.0, 50.0, 75.0, 100.0, 150.0, 200.0)
     rounds_grid = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, math.inf)
     for _ in range(2):
         for backend in sorted(cal["backend"].unique()):
@@ -294,6 +296,18 @@ def calibrate(rows: pd.DataFrame) -> tuple[dict[str, EngineOverhead], QueueModel
                     )
                     if score < best[0]:
                         best = (score, ov)
+            overheads[backend] = best[1]
+            predictor.overheads = dict(overheads)
+        for backend in sorted(cal["backend"].unique()):
+            sub = cal[cal["backend"] == backend]
+            best = (np.inf, overheads[backend])
+            for ttft_ms in ttft_grid:
+                ov = replace(overheads[backend], ttft_ms=ttft_ms)
+                predictor.overheads = {**overheads, backend: ov}
+                score = _score(predict_all(sub, predictor, progress=False), "ttft")
+                log.append({"param": f"{backend}: ttft_ms", "value": ttft_ms, "ttft_mdape": score})
+                if score < best[0]:
+                    best = (score, ov)
             overheads[backend] = best[1]
             predictor.overheads = dict(overheads)
         for name, grid in (("arrival_cv2", cv2_grid), ("rounds", rounds_grid)):
@@ -354,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         calib_note = (
             "fitted on the calibration half: "
             + ", ".join(
-                f"{b}: step_ms={o.step_ms:g}, kernel_scale={o.kernel_scale:g}"
+                f"{b}: step_ms={o.step_ms:g}, kernel_scale={o.kernel_scale:g}, "
+                f"ttft_ms={o.ttft_ms:g}"
                 for b, o in sorted(overheads.items())
             )
             + f", arrival_cv2={queue.arrival_cv2:g}, rounds={queue.rounds:g}"

@@ -519,6 +519,7 @@ def estimate_aggregated(
         # a scheduler that does not mix prefill into decode steps keeps the clients in
         # lockstep (all decode together and finish together), so every round is a burst
         ttft = queue.blend(max(burst, ttft), ttft) if mixed else max(burst, ttft)
+    ttft += model.overhead.ttft_ms
     latency = ttft + max(osl - 1, 0) * rep.tpot
     gpus = model.parallel.num_gpus * replicas
     total_rate = lam * ranks * 1e3  # req/s
@@ -656,6 +657,7 @@ def estimate_disaggregated(
         n_p = workload.concurrency / p_ranks
         burst = (n_p + 1) / 2 * s_p + transfer
         ttft = queue.blend(max(burst, ttft), ttft)
+    ttft += prefill.overhead.ttft_ms
     latency = ttft + max(osl - 1, 0) * tpot
     gpus = prefill.parallel.num_gpus * prefill_workers + decode.parallel.num_gpus * decode_workers
     rate = lam * 1e3

@@ -411,6 +411,7 @@ WEIGHT_BYTES: dict[str, float] = {
     "fp8_block": 1.0 + 4.0 / (128 * 128),
     "fp4": 0.5 + 1.0 / 16,
     "mxfp4": 0.5 + 1.0 / 32,
+    "mxfp4_mxfp8": 0.5 + 1.0 / 32,  # mxfp4 weights, mxfp8 activations (Blackwell kernels)
     "int4_wo": 0.5 + 2.0 / 128,
 }
 KV_BYTES: dict[str, float] = {"bf16": 2.0, "fp8": 1.0}
@@ -466,3 +467,24 @@ class Precision:
         if key not in table:
             raise ValueError(f"unknown precision {name!r}; choose from {sorted(table)}")
         return table[key]
+
+
+def precision_for(
+    model: ModelSpec, dtype: str, *, sm_version: int = 90, backend: str = "vllm"
+) -> Precision:
+    """The formats a deployment of ``model`` at precision ``dtype`` actually runs.
+
+    Adjusts :meth:`Precision.from_name` to the checkpoint: gpt-oss ships mxfp4 experts (run
+    w4a16 on Hopper and by vLLM, mxfp4 x mxfp8 by TensorRT-LLM and SGLang on Blackwell) and
+    bf16 attention; published FP8 MoE checkpoints are 128x128 block-scaled, so their experts
+    run block-scaled kernels.
+    """
+    prec = Precision.from_name(dtype)
+    if model.weight_dtype == "mxfp4":
+        blackwell_w4a8 = sm_version >= 100 and backend in ("trtllm", "sglang")
+        moe = "mxfp4_mxfp8" if blackwell_w4a8 else "mxfp4"
+        gemm = prec.gemm if prec.gemm in ("fp8", "fp8_block", "fp4") else "bf16"
+        return Precision(gemm=gemm, moe=moe, kv_cache=prec.kv_cache)
+    if model.is_moe and prec.moe == "fp8" and model.weight_dtype == "fp8_block":
+        return Precision(gemm=prec.gemm, moe="fp8_block", kv_cache=prec.kv_cache)
+    return prec

@@ -46,7 +46,7 @@ from simulator.parallel import ParallelConfig
 
 ACT_BYTES = 2  # bf16 activations
 #: Our precision names -> perfdb dtype names for MoE kernels (mxfp4 experts run w4a16).
-MOE_DTYPE = {"mxfp4": "w4a16_mxfp4"}
+MOE_DTYPE = {"mxfp4": "w4a16_mxfp4", "mxfp4_mxfp8": "w4a8_mxfp4_mxfp8"}
 ELEMENTWISE_KERNELS_PER_LAYER = 4
 
 

@@ -30,7 +30,7 @@ from simulator.analytical import (
     estimate_aggregated,
     estimate_disaggregated,
 )
-from simulator.models import Precision, load_model
+from simulator.models import load_model, precision_for
 from simulator.parallel import ParallelConfig, enumerate_parallel
 from simulator.step_time import BACKENDS, AnalyticalStepModel, _load_db
 
@@ -223,8 +223,10 @@ def search(
     Workload(isl, osl, concurrency=1)  # validates the lengths with a clear message
     space = space or SearchSpace()
     spec = load_model(model)
-    precision = Precision.from_name(dtype)
     db = db if db is not None else _load_db(system, backend, None)
+    precision = precision_for(
+        spec, dtype, sm_version=getattr(db.spec, "sm_version", 90), backend=backend
+    )
     gpus_per_node = int(getattr(db.spec, "gpus_per_node", 8))
     layouts = enumerate_parallel(
         spec, min(num_gpus, gpus_per_node), gpus_per_node=gpus_per_node, allow_pp=space.allow_pp

@@ -24,7 +24,7 @@ import numpy as np
 
 from simulator.batch import BatchShape
 from simulator.memory import DEFAULT_CUDA_GRAPH_SIZES, MemoryBreakdown, memory_breakdown
-from simulator.models import ModelSpec, Precision, load_model
+from simulator.models import ModelSpec, Precision, load_model, precision_for
 from simulator.ops import OpCall, attention_ops, decompose_step, token_ops
 from simulator.parallel import ParallelConfig
 
@@ -45,14 +45,23 @@ class EngineOverhead:
     kernel_scale : float
         Multiplier on the summed kernel times: how the engine's own kernels and overlap
         compare with the measured primitives (1 = as measured).
+    ttft_ms : float
+        Fixed time to first token outside the engine steps (HTTP front end, tokenisation,
+        request admission, returning the first token).
     """
 
     step_ms: float = 0.0
     eager_kernel_us: float = 4.0
     kernel_scale: float = 1.0
+    ttft_ms: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.step_ms < 0 or self.eager_kernel_us < 0 or not self.kernel_scale > 0:
+        if (
+            self.step_ms < 0
+            or self.eager_kernel_us < 0
+            or self.ttft_ms < 0
+            or not self.kernel_scale > 0
+        ):
             raise ValueError(f"EngineOverhead values must be >= 0 (kernel_scale > 0), got {self}")
 
 
@@ -197,17 +206,19 @@ class AnalyticalStepModel:
         """Build from names: a bundled model id or config path, a perfdb system, a layout.
 
         ``ep`` is the expert-parallel width of MoE layers (``moe_tp = tp * attention_dp / ep``).
-        ``dtype`` is a precision name (:meth:`Precision.from_name`); ``kv_cache_dtype``
-        overrides its KV format.
+        ``dtype`` is a precision name, adjusted to the checkpoint by
+        :func:`~simulator.models.precision_for`; ``kv_cache_dtype`` overrides the KV format.
         """
         spec = load_model(model)
         parallel = ParallelConfig(tp=tp, pp=pp, attention_dp=attention_dp, moe_ep=ep)
-        precision = Precision.from_name(dtype)
-        if kv_cache_dtype is not None:
-            precision = Precision(precision.gemm, precision.moe, kv_cache_dtype)
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         db = _load_db(system, backend, version)
+        precision = precision_for(
+            spec, dtype, sm_version=getattr(db.spec, "sm_version", 90), backend=backend
+        )
+        if kv_cache_dtype is not None:
+            precision = Precision(precision.gemm, precision.moe, kv_cache_dtype)
         return cls(spec, parallel, precision, db, backend=backend, overhead=overhead)
 
     def with_overhead(self, overhead: EngineOverhead) -> AnalyticalStepModel:
