@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenarios", default="a,b,c,d,e,f")
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=200)
-    ap.add_argument("--pool-size", type=int, default=10)
+    ap.add_argument("--pool-size", type=int, default=8)
     ap.add_argument("--policies", default=",".join(DEFAULT_POLICIES))
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="5 seeds x 60 windows, pools of 4")
