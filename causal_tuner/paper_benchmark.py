@@ -19,9 +19,11 @@ Use :func:`run_benchmark` (returns data frames), :func:`summarize`, :func:`accep
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -218,7 +220,30 @@ def _tasks(config: PaperBenchmarkConfig) -> list[tuple[int, int]]:
     ]
 
 
-def run_benchmark(config: PaperBenchmarkConfig, progress: bool = True) -> BenchmarkResult:
+def _task_file(checkpoint: Path, config: PaperBenchmarkConfig, graph: int, n_obs: int) -> Path:
+    key = f"p{config.p}_T{config.horizon}_s{config.seed}_g{graph}_n{n_obs}"
+    return checkpoint / f"task_{key}.pkl"
+
+
+def _run_task(
+    config: PaperBenchmarkConfig, graph: int, n_obs: int, checkpoint: Path | None
+) -> tuple[list[dict], list]:
+    out = _run_graph(config, graph, n_obs)
+    if checkpoint is not None:
+        path = _task_file(checkpoint, config, graph, n_obs)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            pickle.dump(out, fh)
+        tmp.replace(path)  # atomic: a killed run never leaves a half-written task
+    return out
+
+
+def run_benchmark(
+    config: PaperBenchmarkConfig,
+    progress: bool = True,
+    checkpoint: str | Path | None = None,
+    max_tasks: int | None = None,
+) -> BenchmarkResult:
     """Run every policy on every (graph, n_obs) task of ``config``.
 
     Parameters
@@ -226,6 +251,13 @@ def run_benchmark(config: PaperBenchmarkConfig, progress: bool = True) -> Benchm
     config : PaperBenchmarkConfig
     progress : bool
         Show a tqdm progress bar over the tasks.
+    checkpoint : path, optional
+        Folder where each finished task is saved; tasks already there (same setting and seed)
+        are loaded instead of re-run, so an interrupted run resumes where it stopped. The
+        policies' code is not part of the key: clear the folder after changing it.
+    max_tasks : int, optional
+        Run at most this many new tasks (the result then holds only finished tasks; the largest
+        n_obs values come first).
 
     Returns
     -------
@@ -233,24 +265,39 @@ def run_benchmark(config: PaperBenchmarkConfig, progress: bool = True) -> Benchm
     """
     from tqdm.auto import tqdm
 
+    folder = None if checkpoint is None else Path(checkpoint)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
     tasks = _tasks(config)
+    outputs: list[tuple[list[dict], list]] = []
+    todo = []
+    for g, n in tasks:
+        path = None if folder is None else _task_file(folder, config, g, n)
+        if path is not None and path.exists():
+            with open(path, "rb") as fh:
+                outputs.append(pickle.load(fh))
+        else:
+            todo.append((g, n))
+    if max_tasks is not None:
+        todo = todo[: max(int(max_tasks), 0)]
     start = time.perf_counter()
     bar = tqdm(
-        total=len(tasks), desc=f"paper benchmark p={config.p}", unit="task", disable=not progress
+        total=len(todo), desc=f"paper benchmark p={config.p}", unit="task", disable=not progress
     )
-    outputs: list[tuple[list[dict], list]] = []
     if config.n_jobs == 1:
-        for g, n in tasks:
-            outputs.append(_run_graph(config, g, n))
+        for g, n in todo:
+            outputs.append(_run_task(config, g, n, folder))
             bar.update()
-    else:
+    elif todo:
         from joblib import Parallel, delayed
 
         parallel = Parallel(n_jobs=config.n_jobs, return_as="generator_unordered")
-        for out in parallel(delayed(_run_graph)(config, g, n) for g, n in tasks):
+        for out in parallel(delayed(_run_task)(config, g, n, folder) for g, n in todo):
             outputs.append(out)
             bar.update()
     bar.close()
+    if not outputs:
+        raise ValueError("no task finished: nothing to summarize")
     runs = pd.DataFrame([r for out in outputs for r in out[0]])
     rows = pd.concat([df for out in outputs for df in out[1]], ignore_index=True)
     runs = runs.sort_values(["n_obs", "policy", "graph"], ignore_index=True)

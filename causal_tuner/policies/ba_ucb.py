@@ -8,8 +8,9 @@ Follows ``DESIGN.md`` ("BA-UCB as we implement it"). For every intervenable node
    knowledge), refined by descendants detected in the experiments (a node whose mean moves
    between ``do(X_j = -1)`` and ``do(X_j = +1)`` is a descendant of ``j``), and turned into
    backdoor sets by :func:`causal_tuner.backdoor.adjustment_sets`. Several candidates are kept
-   where the CPDAG is ambiguous; their estimates are averaged with the between-set spread added
-   to the variance (equal-weight model averaging).
+   where the CPDAG is ambiguous; their estimates are averaged, weighted by how well each set's
+   prediction matches the node's own experiments, with the between-set spread added to the
+   variance (model averaging).
 2. **Observational estimate.** ``theta_j`` is the OLS coefficient of ``X_j`` in ``Y ~ 1 + X_j +
    Z_j`` over the *valid* rows: the prior sample plus every experimental row ``do(X_a)`` with
    ``a != j`` and ``a`` not on a possible directed path ``j ~> a ~> Y`` (an undirected CPDAG edge
@@ -208,7 +209,15 @@ class BAUCB(Policy):
                     adjacency.astype(np.int8), int(j), y, max_sets=self.max_sets
                 )
             except ValueError:
-                found = []
+                # The estimated graph is not a valid CPDAG here (e.g. a directed cycle from
+                # conflicting orientations): fall back on j's possible parents (adjacent, not
+                # known descendants) and the empty set; the experiments weigh them.
+                possible_parents = {
+                    int(i)
+                    for i in np.flatnonzero(adjacency[:, j])
+                    if i != y and not self.detected_descendants_[j, i]
+                }
+                found = [frozenset(possible_parents), frozenset()]
             ok = [
                 tuple(sorted(int(z) for z in s))
                 for s in found
@@ -263,6 +272,7 @@ class BAUCB(Policy):
         self.pair_node_ = np.array(pair_node, dtype=np.int64)
         self.pair_cols_ = np.array(pair_cols, dtype=np.int64).reshape(len(pair_node), 2 + width)
         self.pair_size_ = np.array(pair_size, dtype=np.int64)
+        self.arm_pair_mask_ = self.arm_node_pos_[:, None] == self.pair_node_[None, :]
         self.rows_at_discovery_ = self.n_rows_
         self._cache_t = -1
 
@@ -303,16 +313,48 @@ class BAUCB(Policy):
             pair_var = sigma2 * inv[:, 1, 1]
         ok = self.node_grams_[self.pair_node_, 0, 0] > k + 1
         ok &= np.isfinite(pair_theta) & np.isfinite(pair_var) & (pair_var > 0)
+        log_w = np.where(ok, self._set_log_evidence(pair_theta, pair_var), -np.inf)
         nodes = self.pair_node_[ok]
-        counts = np.bincount(nodes, minlength=n_nodes)
-        has = counts > 0
-        mean = np.bincount(nodes, pair_theta[ok], minlength=n_nodes)
-        mean[has] /= counts[has]
-        spread = np.bincount(nodes, (pair_theta[ok] - mean[nodes]) ** 2, minlength=n_nodes)
-        within = np.bincount(nodes, pair_var[ok], minlength=n_nodes)
-        theta[has] = mean[has]
-        var[has] = (within[has] + spread[has]) / counts[has]
+        best = np.full(n_nodes, -np.inf)
+        np.maximum.at(best, nodes, log_w[ok])
+        w = np.exp(log_w[ok] - best[nodes])
+        total = np.bincount(nodes, w, minlength=n_nodes)
+        has = total > 0
+        mean = np.bincount(nodes, w * pair_theta[ok], minlength=n_nodes)
+        second = np.bincount(nodes, w * (pair_var[ok] + pair_theta[ok] ** 2), minlength=n_nodes)
+        theta[has] = mean[has] / total[has]
+        var[has] = np.maximum(second[has] / total[has] - theta[has] ** 2, 0.0)
+        var[has] = np.maximum(
+            var[has], np.bincount(nodes, w * pair_var[ok], minlength=n_nodes)[has] / total[has]
+        )
+        self.set_weights_ = np.where(ok, np.exp(log_w - best[self.pair_node_]), 0.0)
         return theta, var
+
+    def _set_log_evidence(self, pair_theta: np.ndarray, pair_var: np.ndarray) -> np.ndarray:
+        """Log-likelihood of each candidate set's predictions given its node's experiments.
+
+        Where the CPDAG leaves several adjustment sets, their estimates of ``theta_j`` differ;
+        the rounds that pulled ``do(X_j = v)`` measure ``E[Y | do(X_j = v)]`` directly, so each
+        set is weighted by how well ``mean(Y) + theta_s (v - mean X_j)`` predicts those means
+        (Gaussian likelihood with the prediction's and the experiment's variances; equal
+        weights before any pull). This is model averaging with experimental evidence.
+        """
+        n = self.counts_
+        g = self.regime_grams_[self.p_]
+        n0 = g[0, 0]
+        if n0 < 1 or not np.any(n > 0):
+            return np.zeros_like(pair_theta)
+        means = g[0, 1:] / n0
+        pulled = np.flatnonzero(n > 0)
+        mask = self.arm_pair_mask_[pulled]
+        j = self.nodes_[self.arm_node_pos_[pulled]]
+        gap = (self.arm_values_[pulled] - means[j])[:, None]
+        exp_mean = (self.reward_sums_[pulled] / n[pulled])[:, None]
+        pred = means[self.context.reward_index] + pair_theta[None, :] * gap
+        var = gap**2 * pair_var[None, :] + (self.pooled_noise_var() / n[pulled])[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ll = -0.5 * (exp_mean - pred) ** 2 / var - 0.5 * np.log(var)
+        return np.where(mask, ll, 0.0).sum(axis=0)
 
     def arm_estimates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Combined mean and variance per arm, and whether the observational side was used."""
@@ -386,7 +428,7 @@ class OracleBAUCB(BAUCB):
     def _discover(self) -> tuple[list[list[tuple[int, ...]]], np.ndarray]:
         graph = self.context.true_graph
         p = self.p_
-        adjacency = nx.to_numpy_array(graph, nodelist=range(p), dtype=int)
+        adjacency = nx.to_numpy_array(graph, nodelist=range(p), weight=None, dtype=int)
         self.adjacency_ = adjacency
         sets = [[tuple(sorted(int(i) for i in graph.predecessors(int(j))))] for j in self.nodes_]
         return sets, _reach(adjacency)

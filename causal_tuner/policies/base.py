@@ -211,6 +211,8 @@ class Policy(ABC):
         self.reward_sums_ = np.zeros(k)
         self.reward_sq_sums_ = np.zeros(k)
         self.n_updates_ = 0
+        self._last_arms: tuple | None = None
+        self._last_ids = np.zeros(0, dtype=np.int64)
         y_obs = context.obs_data[:, context.reward_index]
         #: Reward variance used before the policy's own pulls can estimate it.
         self.fallback_var_ = float(y_obs.var(ddof=1)) if y_obs.size >= 2 else 1.0
@@ -257,7 +259,13 @@ class Policy(ABC):
         Arm
             A member of ``arms``.
         """
-        ids = np.array([self._arm_id(a) for a in arms], dtype=np.int64)
+        # The loop usually passes the same arm tuple every round: validate it once.
+        if arms is self._last_arms and len(arms) == self._last_ids.size:
+            ids = self._last_ids
+        else:
+            ids = np.array([self._arm_id(a) for a in arms], dtype=np.int64)
+            if isinstance(arms, tuple):
+                self._last_arms, self._last_ids = arms, ids
         if ids.size == 0:
             raise ValueError("select() needs at least one arm")
         if history is not None and len(history) != self.n_updates_:
