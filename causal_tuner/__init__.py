@@ -8,6 +8,25 @@ from causal_tuner.backdoor import (
     find_adjustment,
     is_backdoor_set,
 )
+from causal_tuner.bandit import RunResult, SEMBanditEnvironment, make_context, run_policy
+from causal_tuner.estimators import (
+    CombinedEstimate,
+    Estimate,
+    GramStatistics,
+    backdoor_ols,
+    batched_gram_ols,
+    combine,
+    experimental_estimate,
+)
+from causal_tuner.policies import (
+    Arm,
+    BanditContext,
+    History,
+    Policy,
+    available_policies,
+    make_policy,
+    plus_minus_arms,
+)
 from causal_tuner.sem import LinearGaussianSEM, random_er_sem, random_parallel_sem
 from causal_tuner.structure import (
     PC,
@@ -24,18 +43,36 @@ from causal_tuner.structure import (
 __all__ = [
     "PC",
     "AdjustmentResult",
+    "Arm",
+    "BanditContext",
+    "CombinedEstimate",
     "DSeparationOracle",
+    "Estimate",
+    "GramStatistics",
+    "History",
     "LinearGaussianSEM",
     "OnlinePC",
     "PartiallyDirectedGraph",
+    "Policy",
+    "RunResult",
+    "SEMBanditEnvironment",
     "SufficientStatistics",
     "adjustment_sets",
+    "available_policies",
+    "backdoor_ols",
+    "batched_gram_ols",
+    "combine",
     "edge_scores",
+    "experimental_estimate",
     "find_adjustment",
     "fisher_z_pvalue",
     "is_backdoor_set",
+    "make_context",
+    "make_policy",
     "meek_closure",
+    "plus_minus_arms",
     "random_er_sem",
     "random_parallel_sem",
+    "run_policy",
     "structural_hamming_distance",
 ]
