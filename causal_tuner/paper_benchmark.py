@@ -214,9 +214,10 @@ def _run_graph(config: PaperBenchmarkConfig, graph: int, n_obs: int) -> tuple[li
 
 
 def _tasks(config: PaperBenchmarkConfig) -> list[tuple[int, int]]:
-    # Largest samples first: their runs are the slowest (bigger structures), better packing.
+    # Graph by graph (every n_obs of graph 0, then of graph 1, ...): a run stopped early still
+    # has the same graphs for every n_obs, so the paired comparisons stay balanced.
     return [
-        (g, n) for n in sorted(config.n_obs_values, reverse=True) for g in range(config.n_graphs)
+        (g, n) for g in range(config.n_graphs) for n in sorted(config.n_obs_values, reverse=True)
     ]
 
 
@@ -256,8 +257,8 @@ def run_benchmark(
         are loaded instead of re-run, so an interrupted run resumes where it stopped. The
         policies' code is not part of the key: clear the folder after changing it.
     max_tasks : int, optional
-        Run at most this many new tasks (the result then holds only finished tasks; the largest
-        n_obs values come first).
+        Run at most this many new tasks (the result then holds only finished tasks; tasks run
+        graph by graph, every n_obs of a graph together).
 
     Returns
     -------
