@@ -433,3 +433,6 @@ def discover_command(
     except ValueError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except OSError as exc:  # an output path that cannot be written
+        click.echo(f"error: cannot write output: {exc}", err=True)
+        sys.exit(2)

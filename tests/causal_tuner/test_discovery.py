@@ -108,6 +108,7 @@ def test_cli_end_to_end(tmp_path) -> None:
         (["--forbid", "load"], "must look like A->B"),
         (["--query", "load >>> 3"], "--query"),
         (["--alpha", "3"], "alpha must lie in (0, 1)"),
+        (["--plot", "/nonexistent-dir/graph.png"], "cannot write output"),
     ],
 )
 def test_cli_user_mistakes_exit_2_without_traceback(tmp_path, extra, message) -> None:
