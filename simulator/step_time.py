@@ -65,14 +65,14 @@ class EngineOverhead:
             raise ValueError(f"EngineOverhead values must be >= 0 (kernel_scale > 0), got {self}")
 
 
-#: Per-backend engine overhead. ``step_ms`` is fitted by ``benchmarks/fidelity.py --calibrate``
-#: on the calibration half of silicon_dev.csv (ids whose SHA-1 is even); see RESULTS.md for the
-#: fit and its held-out error. ``eager_kernel_us`` is a documented assumption (PyTorch eager
+#: Per-backend engine overhead. ``step_ms``, ``kernel_scale`` and ``ttft_ms`` are fitted by
+#: ``benchmarks/fidelity.py --calibrate`` (grid search) on the calibration half of
+#: silicon_dev.csv (ids whose SHA-1 is even); RESULTS.md reports the fit and the held-out error. ``eager_kernel_us`` is a documented assumption (PyTorch eager
 #: launch rate on a modern host CPU, ~4 us per kernel).
 DEFAULT_OVERHEAD: dict[str, EngineOverhead] = {
-    "vllm": EngineOverhead(step_ms=0.0),
-    "sglang": EngineOverhead(step_ms=0.0),
-    "trtllm": EngineOverhead(step_ms=0.0),
+    "vllm": EngineOverhead(step_ms=0.0, kernel_scale=1.0, ttft_ms=10.0),
+    "sglang": EngineOverhead(step_ms=0.5, kernel_scale=0.8, ttft_ms=100.0),
+    "trtllm": EngineOverhead(step_ms=0.5, kernel_scale=0.9, ttft_ms=150.0),
 }
 
 

@@ -111,3 +111,17 @@ def test_enumerate_parallel_respects_gpu_count():
     assert layouts and all(p.num_gpus <= 8 for p in layouts)
     assert any(p.attention_dp > 1 for p in layouts)
     assert all(p.attention_dp == 1 for p in enumerate_parallel(load_model("Qwen/Qwen3-8B"), 8))
+
+
+def test_precision_follows_the_checkpoint():
+    from simulator.models import precision_for
+
+    oss = load_model("openai/gpt-oss-120b")
+    assert oss.weight_dtype == "mxfp4"
+    assert precision_for(oss, "bf16", sm_version=90).moe == "mxfp4"
+    assert precision_for(oss, "bf16", sm_version=100, backend="trtllm").moe == "mxfp4_mxfp8"
+    assert precision_for(oss, "bf16", sm_version=100, backend="vllm").moe == "mxfp4"
+    ds = load_model("deepseek-ai/DeepSeek-R1")
+    assert precision_for(ds, "fp8").moe == "fp8_block" and precision_for(ds, "fp8").gemm == "fp8"
+    dense = load_model("Qwen/Qwen3-32B-FP8")
+    assert precision_for(dense, "fp8") == Precision.from_name("fp8")
