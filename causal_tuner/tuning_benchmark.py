@@ -140,7 +140,7 @@ SCENARIOS: dict[str, Scenario] = {
         4,
         _batching_knobs((8, 32, 128, 256), (2, 4)),
         "azure-code",
-        1.0,
+        2.5,
         SLA(ttft_ms=5000.0, tpot_ms=100.0),
     ),
     "c": Scenario(
