@@ -58,7 +58,7 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs (nproc), {model}, Python {platform.python_version()}"
 
 
-def save(result: BenchmarkResult, out: Path, tag: str) -> dict:
+def save(result: BenchmarkResult, out: Path, tag: str, collected: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result.runs.to_csv(out / f"runs_{tag}.csv", index=False)
     result.rows.to_csv(out / f"rows_{tag}.csv.gz", index=False, compression="gzip")
@@ -66,9 +66,26 @@ def save(result: BenchmarkResult, out: Path, tag: str) -> dict:
     summary.to_csv(out / f"summary_{tag}.csv", index=False)
     plot_regret(result, str(out / f"regret_{tag}.png"))
     acc = acceptance(result.runs)
-    meta = {"config": asdict(result.config), "wall_s": result.wall_s, "acceptance": acc}
+    # A collected result was loaded from task files: its wall time is not the run's.
+    meta = {
+        "config": asdict(result.config),
+        "wall_s": None if collected else result.wall_s,
+        "graphs_done": int(result.runs.graph.nunique()),
+        "acceptance": acc,
+    }
     (out / f"acceptance_{tag}.json").write_text(json.dumps(meta, indent=1, default=str))
     return meta
+
+
+def complete_graphs(result: BenchmarkResult) -> BenchmarkResult:
+    """Keep the graphs that finished every n_obs (a stopped run leaves the last one partial)."""
+    per_graph = result.runs.groupby("graph").n_obs.nunique()
+    full = per_graph.index[per_graph == len(result.config.n_obs_values)]
+    return replace(
+        result,
+        runs=result.runs[result.runs.graph.isin(full)].reset_index(drop=True),
+        rows=result.rows[result.rows.graph.isin(full)].reset_index(drop=True),
+    )
 
 
 def _rel(path: Path, start: Path = ROOT) -> str:
@@ -97,8 +114,9 @@ def report(out: Path, command: str, md_dir: Path = ROOT / "benchmarks") -> str:
         p = cfg["n_reward_parents"] + cfg["n_other"] + 1
         lines += [
             "",
-            f"### p = {p}: {cfg['n_graphs']} graphs, T = {cfg['horizon']}, "
-            f"n_obs in {tuple(cfg['n_obs_values'])} (wall {meta['wall_s'] / 60:.1f} min)",
+            f"### p = {p}: {meta.get('graphs_done', cfg['n_graphs'])} of {cfg['n_graphs']} "
+            f"graphs, T = {cfg['horizon']}, n_obs in {tuple(cfg['n_obs_values'])}"
+            + (f" (wall {meta['wall_s'] / 60:.1f} min)" if meta.get("wall_s") else ""),
             "",
             f"![regret curves]({_rel(out / f'regret_{tag}.png', md_dir)})",
             "",
@@ -246,7 +264,9 @@ def main(
     started = time.time()
     if run_main:
         result = run_benchmark(config, checkpoint=out / "tasks", max_tasks=max_tasks)
-        meta = save(result, out, f"p{config.p}")
+        if collect_only:
+            result = complete_graphs(result)
+        meta = save(result, out, f"p{config.p}", collected=collect_only)
         click.echo(format_summary(summarize(result.runs)))
         click.echo(json.dumps(meta["acceptance"], indent=1, default=str))
     if scaling:
@@ -264,7 +284,7 @@ def main(
                 res = run_benchmark(cfg, checkpoint=out / "tasks", max_tasks=max_tasks)
             except ValueError:  # --collect-only and no finished task for this setting
                 continue
-            save(res, out, f"p{p}")
+            save(res, out, f"p{p}", collected=collect_only)
             click.echo(format_summary(summarize(res.runs)))
     if timing and not collect_only:
         # The claim: BA-UCB at p = 50 with 10,000 rows. For comparison at p = 10: BA-UCB, BBB-UCB

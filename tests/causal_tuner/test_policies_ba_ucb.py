@@ -204,3 +204,34 @@ def test_ba_ucb_parameter_validation():
         BAUCB(ctx, alpha=1.5)
     with pytest.raises(ValueError, match="guard_z"):
         BAUCB(ctx, guard_z=-1.0)
+
+
+def test_vectorized_combination_matches_estimators_combine():
+    """BA-UCB's vectorized step 4 is :func:`causal_tuner.estimators.combine` arm by arm."""
+    from causal_tuner.estimators import Estimate, combine
+
+    sem, arms, ctx = _setup(4, 200)
+    env = SEMBanditEnvironment(sem, arms, horizon=300, seed=2)
+    policy = BAUCB(ctx, guard_z=2.0)
+    result = run_policy(policy, env)
+    assert result.arm_ids.size == 300
+    mean, var, used = policy.arm_estimates()
+    theta, theta_var = policy.effect_estimates()
+    g = policy.regime_grams_[sem.p]
+    n0 = g[0, 0]
+    means = g[0, 1:] / n0
+    cov = (g[1:, 1:] - n0 * np.outer(means, means)) / (n0 - 1)
+    y = ctx.reward_index
+    sigma2 = policy.pooled_noise_var()
+    for a, arm in enumerate(arms):
+        j, pos = arm.node, policy.arm_node_pos_[a]
+        th = theta[pos]
+        gap = arm.value - means[j]
+        resid = cov[y, y] - 2 * th * cov[j, y] + th**2 * cov[j, j]
+        obs = Estimate(means[y] + th * gap, resid / n0 + gap**2 * theta_var[pos])
+        n = policy.counts_[a]
+        exp = Estimate(policy.reward_sums_[a] / n, sigma2 / n, int(n)) if n else None
+        expected = combine(obs, exp, guard_z=2.0)
+        assert mean[a] == pytest.approx(expected.mean, rel=1e-9, abs=1e-12)
+        assert var[a] == pytest.approx(expected.var, rel=1e-9)
+        assert used[a] == expected.used_observational
