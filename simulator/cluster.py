@@ -7,8 +7,9 @@ from ``N`` closed-loop clients that each send their next request when the previo
 (:meth:`Cluster.run_closed_loop`, the way serving benchmarks measure at a fixed concurrency).
 
 With ``prefill_replicas``, the cluster is disaggregated: requests are prefilled in the prefill
-pool (which emits the first token), their KV cache travels to a decode replica
-(:class:`KVTransfer` prices it) and decoding continues there.
+pool, their KV cache (and first token) travels to a decode replica (:class:`KVTransfer` prices
+it), which streams the first token and continues decoding; TTFT therefore includes the
+transfer.
 """
 
 from __future__ import annotations
@@ -223,7 +224,10 @@ class Cluster:
 
     def _on_handoff(self, now_ms: float, req: Request) -> list[Event]:
         heapq.heappop(self._inbound)
-        # the decode replica receives the prompt's KV and the first token
+        # the decode replica receives the prompt's KV and the first token, and streams that
+        # token to the client (as Dynamo and SGLang's PD disaggregation do): TTFT includes
+        # the prefill queue, the prefill and the KV transfer
+        req.first_token_ms = now_ms
         req.held_shared = 0
         req.num_blocks = 0
         req.shared_keys = ()
@@ -240,7 +244,6 @@ class Cluster:
             and req.replica < len(self.prefill_replicas)
             and req.num_generated < req.output_len
         ):
-            # TTFT stays the prefill replica's first token
             req.finish_ms = math.nan
             self._schedule_inbound(
                 now_ms + self.kv_transfer.time_ms(req.prompt_len), self._on_handoff, req
