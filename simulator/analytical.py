@@ -151,22 +151,34 @@ class QueueModel:
         requests arrive as one burst whose prefills queue behind each other; later rounds are
         in steady state. Mean TTFT = (burst TTFT + (rounds - 1) x steady TTFT) / rounds.
         ``math.inf`` means steady state only.
+    prompts : float
+        Alternatively, a run sends a fixed number of prompts in total, so a client sends
+        ``prompts / N`` requests (see :meth:`rounds_for`).
     """
 
     arrival_cv2: float = 1.0
     rounds: float = math.inf
+    prompts: float = math.inf
 
     def __post_init__(self) -> None:
         if self.arrival_cv2 < 0:
             raise ValueError(f"arrival_cv2 must be >= 0, got {self.arrival_cv2}")
         if not self.rounds >= 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+        if not self.prompts >= 1:
+            raise ValueError(f"prompts must be >= 1, got {self.prompts}")
 
-    def blend(self, burst_ms: float, steady_ms: float) -> float:
+    def rounds_for(self, clients: float) -> float:
+        """Requests per client in a run: ``rounds``, or ``prompts / clients`` when the run
+        sends a fixed number of prompts (whichever is smaller, at least 1)."""
+        return max(1.0, min(self.rounds, self.prompts / max(clients, 1.0)))
+
+    def blend(self, burst_ms: float, steady_ms: float, clients: float = 1.0) -> float:
         """Mean TTFT over a run that starts with one burst."""
-        if math.isinf(self.rounds):
+        rounds = self.rounds_for(clients)
+        if math.isinf(rounds):
             return steady_ms
-        return (burst_ms + (self.rounds - 1) * steady_ms) / self.rounds
+        return (burst_ms + (rounds - 1) * steady_ms) / rounds
 
 
 #: Fitted by ``benchmarks/fidelity.py --calibrate`` on the calibration half of
@@ -518,7 +530,9 @@ def estimate_aggregated(
         )
         # a scheduler that does not mix prefill into decode steps keeps the clients in
         # lockstep (all decode together and finish together), so every round is a burst
-        ttft = queue.blend(max(burst, ttft), ttft) if mixed else max(burst, ttft)
+        ttft = (
+            queue.blend(max(burst, ttft), ttft, workload.concurrency) if mixed else max(burst, ttft)
+        )
     ttft += model.overhead.ttft_ms
     latency = ttft + max(osl - 1, 0) * rep.tpot
     gpus = model.parallel.num_gpus * replicas
@@ -656,7 +670,7 @@ def estimate_disaggregated(
         # a burst of N: each prefill rank serves its share one request after another
         n_p = workload.concurrency / p_ranks
         burst = (n_p + 1) / 2 * s_p + transfer
-        ttft = queue.blend(max(burst, ttft), ttft)
+        ttft = queue.blend(max(burst, ttft), ttft, workload.concurrency)
     ttft += prefill.overhead.ttft_ms
     latency = ttft + max(osl - 1, 0) * tpot
     gpus = prefill.parallel.num_gpus * prefill_workers + decode.parallel.num_gpus * decode_workers
