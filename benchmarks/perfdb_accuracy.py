@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from perfdb import load_system
 from perfdb.grid import EfficiencyGrid
-from perfdb.roofline import roofline_ms
+from perfdb.roofline import reference_ms, roofline_ms
 from perfdb.tables import SCHEMAS
 
 TABLES = ("gemm", "context_attention", "generation_attention")  # the acceptance targets
@@ -58,11 +58,12 @@ def _slices(db, name: str):
         yield cat, part.reset_index(drop=True)
 
 
-def _roof(db, name: str, part: pd.DataFrame, cat: dict) -> np.ndarray:
+def _roof(db, name: str, part: pd.DataFrame, cat: dict, *, pure: bool = False) -> np.ndarray:
+    """The reference time of each row as the product uses it (``pure``: bare roofline)."""
     schema = SCHEMAS[name]
     cols = {c: part[c].to_numpy() for c in (*schema.structural, *schema.grid)}
     cols.update(cat)
-    return roofline_ms(db.spec, schema.op_type, cols)
+    return (roofline_ms if pure else reference_ms)(db.spec, schema.op_type, cols)
 
 
 def _interior_mask(part: pd.DataFrame, grid_cols) -> np.ndarray:
@@ -173,7 +174,7 @@ def _all_rows(db, name: str):
     roofs, lats = [], []
     for cat, part in _slices(db, name):
         try:
-            roofs.append(_roof(db, name, part, cat))
+            roofs.append(_roof(db, name, part, cat, pure=True))
         except ValueError:  # e.g. fp8 rows on a GPU without fp8 tensor cores
             continue
         lats.append(part["latency_ms"].to_numpy())

@@ -26,7 +26,13 @@ from perfdb.ops import (
     ReduceScatterOp,
     normalize_dtype,
 )
-from perfdb.roofline import DEFAULT_EFFICIENCY, DEFAULT_LAUNCH_MS, fallback_ms, roofline_ms
+from perfdb.roofline import (
+    DEFAULT_EFFICIENCY,
+    DEFAULT_LAUNCH_MS,
+    fallback_ms,
+    reference_ms,
+    roofline_ms,
+)
 from perfdb.specs import BUILTIN_SPECS, HardwareSpec, spec_from_aiconfigurator_yaml
 from perfdb.tables import SCHEMAS, TableSchema
 
@@ -66,6 +72,7 @@ __all__ = [
     "list_systems",
     "load_system",
     "normalize_dtype",
+    "reference_ms",
     "roofline_ms",
     "spec_from_aiconfigurator_yaml",
 ]

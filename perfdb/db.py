@@ -3,10 +3,11 @@
 ``PerfDB.latency(op) -> (ms, source)``:
 
 - ``"measured"``: the op's shape is a row of a measured table (the measured value is returned);
-- ``"interpolated"``: inside the measured grid; the roofline efficiency is interpolated
+- ``"interpolated"``: inside the measured grid; the efficiency against the roofline (plus a
+  fixed launch/latency floor, :func:`perfdb.roofline.reference_ms`) is interpolated
   multilinearly in log-size space (:mod:`perfdb.grid`);
 - ``"roofline"``: outside the grid (efficiency held at the nearest boundary point, latency =
-  roofline / efficiency), on a structural value that was never measured (nearest slice's
+  reference / efficiency), on a structural value that was never measured (nearest slice's
   efficiency), with no table for the op at all (``launch + roofline / DEFAULT_EFFICIENCY``), or
   for ops priced from the spec alone (P2P, element-wise, memory).
 
@@ -27,7 +28,7 @@ import yaml
 
 from perfdb.grid import EfficiencyGrid
 from perfdb.ops import Op, normalize_dtype, op_class
-from perfdb.roofline import SPEC_PRICED, fallback_ms, roofline_ms
+from perfdb.roofline import SPEC_PRICED, fallback_ms, reference_ms, roofline_ms
 from perfdb.specs import HardwareSpec
 from perfdb.tables import NCCL_TABLES, SCHEMAS, TableSchema, read_table, version_key
 
@@ -258,7 +259,7 @@ class PerfDB:
             sl.grids[index] = EfficiencyGrid(
                 [rows[c].to_numpy() for c in sl.schema.grid],
                 rows["latency_ms"].to_numpy(),
-                roofline_ms(self._spec, op_type, cols),
+                reference_ms(self._spec, op_type, cols),
             )
         return sl.grids[index]
 
@@ -512,7 +513,7 @@ class PerfDB:
             nearest = np.zeros(m, dtype=np.int64)
             struct_exact = np.ones(m, dtype=bool)
         # the roofline of the query itself, with the op's own dtypes (not the table's aliases)
-        roof = roofline_ms(self._spec, op_type, {**sub, **_scalar_cats(sub)})
+        roof = reference_ms(self._spec, op_type, {**sub, **_scalar_cats(sub)})
         ms = np.empty(m)
         src = np.empty(m, dtype=np.int8)
         groups = (

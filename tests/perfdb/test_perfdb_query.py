@@ -151,23 +151,18 @@ def test_inside_the_grid_is_interpolated_between_neighbours(h100):
 
 
 def test_outside_the_grid_holds_the_boundary_efficiency(h100):
-    from perfdb import roofline_ms
+    from perfdb import reference_ms
 
     top = h100.latency(GemmOp(32768, 4096, 4096))
     far = h100.latency(GemmOp(65536, 4096, 4096))
     assert top[1] == "measured" and far[1] == "roofline"
-    eff = [
-        float(
-            roofline_ms(
-                h100.spec,
-                "gemm",
-                {"m": np.array([m]), "n": np.array([4096]), "k": np.array([4096]), "dtype": "bf16"},
-            )[0]
-        )
-        / ms
-        for m, ms in ((32768, top[0]), (65536, far[0]))
-    ]
-    assert eff[1] == pytest.approx(eff[0], rel=1e-9)
+
+    def ref(m):
+        cols = {"m": np.array([m]), "n": np.array([4096]), "k": np.array([4096]), "dtype": "bf16"}
+        return float(reference_ms(h100.spec, "gemm", cols)[0])
+
+    assert ref(65536) / far[0] == pytest.approx(ref(32768) / top[0], rel=1e-9)
+    assert far[0] > 1.9 * top[0]  # compute-bound: twice the work, about twice the time
 
 
 def test_unmeasured_structure_is_roofline_not_interpolated(h100):
