@@ -184,3 +184,22 @@ def test_cli_query_list_and_clean_errors(tmp_path):
         assert result.exit_code == 2, (args, result.output)
         assert text in result.output
         assert "Traceback" not in result.output
+
+
+def test_cli_import_writes_a_loadable_database(shared_data, tmp_path):
+    from causal_tuner.cli import main
+
+    tree, gemm, _ = _mini_tree(shared_data, tmp_path)
+    out = tmp_path / "db"
+    result = CliRunner().invoke(
+        main,
+        ["perfdb", "import-aiconfigurator", str(tree), "--out", str(out), "--systems", "h100_sxm"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "gemm" in result.output
+    row = gemm.iloc[0]
+    query = CliRunner().invoke(
+        main,
+        ["perfdb", "query", "gemm", f"m={row.m}", f"n={row.n}", f"k={row.k}", "--root", str(out)],
+    )
+    assert query.exit_code == 0 and "(measured)" in query.output
