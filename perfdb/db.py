@@ -100,7 +100,7 @@ def load_system(
     backend : str
         Serving framework whose kernels were measured: ``vllm``, ``sglang``, ``trtllm``.
     version : str, optional
-        Framework version; default: the system's current one.
+        Framework version; default (or ``"current"``): the system's current one.
     root : str or Path, optional
         Database root to read instead of the default search path.
 
@@ -138,7 +138,10 @@ def load_system(
     versions = sorted(
         (p.name for p in (sys_dir / backend).iterdir() if p.is_dir()), key=version_key
     )
-    chosen = version or current.get(backend) or (versions[-1] if versions else None)
+    if version in (None, "current"):
+        chosen = str(current.get(backend) or (versions[-1] if versions else ""))
+    else:
+        chosen = str(version)
     if chosen not in versions:
         raise ValueError(
             f"{system}/{backend}: no version {version!r}; available: {', '.join(versions) or 'none'}"
