@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "output" / "tuning_regret"
 CACHE = ROOT / ".cache" / "tuning_pools"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+POOL_FILES: dict[str, str] = {}
 SECTION = "## Tuning regret: BA-UCB with the analytical prior vs baselines (scenarios a-f)"
 
 
@@ -54,10 +55,21 @@ def _code_version() -> str:
     return h.hexdigest()[:10]
 
 
-def built(name: str, pool_size: int):
+def built(name: str, pool_size: int, allow_stale: bool = False):
+    """The scenario's pools: cached for the current simulator code, else simulated now.
+
+    ``allow_stale``: use the newest cached pools of this scenario and size even when the
+    simulator code changed since (their code hash is reported with the results).
+    """
     CACHE.mkdir(parents=True, exist_ok=True)
     path = CACHE / f"{name}_pool{pool_size}_{_code_version()}.pkl"
+    if not path.exists() and allow_stale:
+        older = sorted(CACHE.glob(f"{name}_pool{pool_size}_*.pkl"), key=lambda p: p.stat().st_mtime)
+        if older:
+            path = older[-1]
+            print(f"scenario {name}: using stale pools {path.name} (simulator code changed since)")
     if path.exists():
+        POOL_FILES[name] = path.name
         with path.open("rb") as fh:
             return pickle.load(fh)
     t0 = time.perf_counter()
@@ -65,7 +77,20 @@ def built(name: str, pool_size: int):
     print(f"scenario {name}: simulated pools in {time.perf_counter() - t0:.0f} s", flush=True)
     with path.open("wb") as fh:
         pickle.dump(b, fh)
+    POOL_FILES[name] = path.name
     return b
+
+
+def _git_head() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
 
 
 def machine() -> str:
@@ -106,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         ap.error(f"unknown scenarios {unknown}; choose from {sorted(SCENARIOS)}")
-    builds = {n: built(n, args.pool_size) for n in names}
+    builds = {n: built(n, args.pool_size, args.allow_stale_pools) for n in names}
     if args.build_only:
         return 0
     OUT.mkdir(parents=True, exist_ok=True)
@@ -137,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     lines += [
         f"Command: `{cmd.strip()}`  ",
         f"Machine: {machine()}; policy runs took {elapsed:.0f} s wall (pools cached separately).  ",
+        f"Code: commit {_git_head()}; ground-truth pools (file names carry the simulator code "
+        f"hash): {', '.join(f'{k}: `{v}`' for k, v in POOL_FILES.items())}.  ",
         f"Setting: {args.seeds} seeds x {args.rounds} windows of 60 s, pools of {args.pool_size} simulated "
         "windows per config (the oracle is the pool mean); every policy sees the same window draws "
         "(common random numbers). Regret is in the objective's units (goodput tok/s, or tok/s for "
