@@ -106,12 +106,14 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(row, flush=True)
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     cmd = "python benchmarks/search_speed.py" + (f" --aic {args.aic}" if args.aic else "")
     lines = [
         "### Search speed (`benchmarks/search_speed.py`)",
         "",
         f"Command: `{cmd} --repeats {args.repeats}`. Machine: {machine()}; shared with other "
-        "sessions, so compare the ratio within this run. Example: "
+        f"sessions (load average {' '.join(load)} at the end of the run), so compare the ratio "
+        "within this run. Example: "
         "`causal-tuner search --model Qwen/Qwen3-32B --system h200_sxm --gpus 8 --isl 4000 "
         f"--osl 500 --ttft 2000 --tpot 30` (agg + disagg, {n_points} points evaluated).",
         "",

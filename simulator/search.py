@@ -243,6 +243,16 @@ def search(
         if not mem.feasible:
             skipped[par.label()] = mem.reason()
             continue
+        # price the shapes the estimates will query in a few vectorized perfdb calls
+        budgets = [*space.max_num_batched_tokens, 8192]
+        batches = sorted({*space.concurrencies, *space.decode_batches, 1})
+        kv_mean = isl + osl / 2
+        step.prefetch(
+            token_counts=[*batches, *budgets, *(b + c for b in budgets for c in batches), isl],
+            decode_points=[(b, kv_mean) for b in batches],
+            prefill_points=[(min(isl, b), 0) for b in budgets]
+            + [(b, i * b) for b in budgets for i in range(1, int(isl // b) + 1)],
+        )
         models[par] = step
     if not models:
         reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "no layout enumerated"

@@ -267,7 +267,7 @@ class AnalyticalStepModel:
     def _token_point(self, tokens: int) -> float:
         ms = self._token_ms.get(tokens)
         if ms is None:
-            block = [t for t in self._block(_TOKEN_LIST, tokens, 64) if t not in self._token_ms]
+            block = [t for t in self._block(_TOKEN_LIST, tokens, 32768) if t not in self._token_ms]
             if tokens not in block:
                 block.append(tokens)
             per_point = {
@@ -316,17 +316,20 @@ class AnalyticalStepModel:
         key = (batch, kv)
         ms = self._decode_ms.get(key)
         if ms is None:
-            # price the whole KV row of this batch size at once
-            row = [k for k in self._block(_KV_LIST, kv, 16) if (batch, k) not in self._decode_ms]
-            if kv not in row:
-                row.append(kv)
+            # price a 2-D block of (batch, KV) grid points around the miss at once
+            block = {
+                (b, k)
+                for b in self._block(_TOKEN_LIST, batch, 8)
+                for k in self._block(_KV_LIST, kv, 16)
+            }
+            block = [p for p in block if p not in self._decode_ms] + [key]
             per_point = {}
-            for k in row:
-                shape = BatchShape(decode_context_tokens=np.full(batch, max(k, 1), dtype=np.int64))
-                per_point[k] = attention_ops(self.model, self.parallel, self.precision, shape)
+            for b, k in dict.fromkeys(block):
+                shape = BatchShape(decode_context_tokens=np.full(b, max(k, 1), dtype=np.int64))
+                per_point[(b, k)] = attention_ops(self.model, self.parallel, self.precision, shape)
             self._price_many([c.op for calls in per_point.values() for c in calls])
-            for k, calls in per_point.items():
-                self._decode_ms[(batch, k)] = self._price_calls(calls)
+            for point, calls in per_point.items():
+                self._decode_ms[point] = self._price_calls(calls)
             ms = self._decode_ms[key]
         return ms
 
@@ -350,19 +353,22 @@ class AnalyticalStepModel:
         key = (new, ctx)
         ms = self._prefill_ms.get(key)
         if ms is None:
-            row = [c for c in self._block(_KV_LIST, ctx, 16) if (new, c) not in self._prefill_ms]
-            if ctx not in row:
-                row.append(ctx)
+            block = {
+                (n, c)
+                for n in self._block(_TOKEN_LIST, new, 8)
+                for c in self._block(_KV_LIST, ctx, 16)
+            }
+            block = [p for p in block if p not in self._prefill_ms] + [key]
             per_point = {}
-            for c in row:
+            for n, c in dict.fromkeys(block):
                 shape = BatchShape(
-                    prefill_new_tokens=np.array([new], dtype=np.int64),
+                    prefill_new_tokens=np.array([n], dtype=np.int64),
                     prefill_context_tokens=np.array([c], dtype=np.int64),
                 )
-                per_point[c] = attention_ops(self.model, self.parallel, self.precision, shape)
+                per_point[(n, c)] = attention_ops(self.model, self.parallel, self.precision, shape)
             self._price_many([c.op for calls in per_point.values() for c in calls])
-            for c, calls in per_point.items():
-                self._prefill_ms[(new, c)] = self._price_calls(calls)
+            for point, calls in per_point.items():
+                self._prefill_ms[point] = self._price_calls(calls)
             ms = self._prefill_ms[key]
         return ms
 
@@ -381,6 +387,61 @@ class AnalyticalStepModel:
         f10 = self._prefill_point(int(gn[n1]), int(gc[c0]))
         f11 = f10 if wc == 0.0 else self._prefill_point(int(gn[n1]), int(gc[c1]))
         return low + wn * (f10 + wc * (f11 - f10) - low)
+
+    def prefetch(
+        self,
+        token_counts: list[float] = (),
+        decode_points: list[tuple[float, float]] = (),
+        prefill_points: list[tuple[float, float]] = (),
+    ) -> None:
+        """Price, in one vectorized perfdb call per op type, every grid point that queries at
+        these token counts, (decode batch, mean KV) and (prefill chunk, context) pairs will
+        touch. Optional: it only makes later queries cheaper (the search uses it)."""
+
+        def corners(grid: np.ndarray, x: float) -> set[int]:
+            lo, hi, _ = _bracket(grid, max(x, 1))
+            return {_GRIDS[id(grid)][lo], _GRIDS[id(grid)][hi]}
+
+        tokens = {t for x in token_counts for t in corners(TOKEN_GRID, x)} - set(self._token_ms)
+        decode = {
+            (b, k)
+            for bx, kx in decode_points
+            for b in corners(TOKEN_GRID, bx)
+            for k in corners(KV_GRID, kx)
+        } - set(self._decode_ms)
+        prefill = set()
+        for nx, cx in prefill_points:
+            c_lo, c_hi, _ = _bracket(KV_GRID, cx)
+            for n in corners(TOKEN_GRID, nx):
+                prefill |= {(n, _KV_LIST[c_lo]), (n, _KV_LIST[c_hi])}
+        prefill -= set(self._prefill_ms)
+        token_calls = {
+            t: token_ops(self.model, self.parallel, self.precision, t, 1) for t in tokens
+        }
+        attn_calls = {}
+        for b, k in decode:
+            shape = BatchShape(decode_context_tokens=np.full(b, max(k, 1), dtype=np.int64))
+            attn_calls[("d", b, k)] = attention_ops(
+                self.model, self.parallel, self.precision, shape
+            )
+        for n, c in prefill:
+            shape = BatchShape(
+                prefill_new_tokens=np.array([n], dtype=np.int64),
+                prefill_context_tokens=np.array([c], dtype=np.int64),
+            )
+            attn_calls[("p", n, c)] = attention_ops(
+                self.model, self.parallel, self.precision, shape
+            )
+        self._price_many(
+            [c.op for calls in (*token_calls.values(), *attn_calls.values()) for c in calls]
+        )
+        for t, calls in token_calls.items():
+            self._token_ms[t] = self._price_calls(calls, skip=frozenset({"lm_head"}))
+            if not self._kernels_per_step:
+                self._kernels_per_step = sum(c.count for c in calls)
+        for (kind, a, b), calls in attn_calls.items():
+            target = self._decode_ms if kind == "d" else self._prefill_ms
+            target[(a, b)] = self._price_calls(calls)
 
     # ------------------------------------------------------------------ the contract
     def stage_time_ms(self, batch: BatchShape) -> float:
