@@ -51,6 +51,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "validation"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "## Analytical model: search speed and fidelity on silicon_dev.csv"
+PREDICTION_COLUMNS = [
+    "id", "model_path", "system", "backend", "mode", "precision", "isl", "osl", "concurrency",
+    "calibration", "silicon_ttft_ms", "silicon_tpot_ms", "our_ttft_ms", "our_tpot_ms",
+    "our_status", "aic_ttft_ms", "aic_tpot_ms", "status",
+]  # fmt: skip
 QUANT = {
     "fp8": "fp8",
     "fp8_block": "fp8_block",
@@ -375,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             + f", arrival_cv2={queue.arrival_cv2:g}, rounds={queue.rounds:g}"
         )
     pred = predict_all(rows, Predictor(overheads, queue))
-    pred.to_csv(out / "predictions.csv", index=False)
+    pred[PREDICTION_COLUMNS].to_csv(out / "predictions.csv", index=False)
     summary = summarize(pred)
     held = summarize(pred[~pred["calibration"]]).loc[[("ALL", "", "")]]
     calib = summarize(pred[pred["calibration"]]).loc[[("ALL", "", "")]]
