@@ -220,7 +220,19 @@ class Cluster:
 
     def _on_arrival(self, now_ms: float, req: Request) -> list[Event]:
         heapq.heappop(self._inbound)
-        return self._submit(now_ms, self._route(self._entry, "entry"), req)
+        engine = self._route(self._entry, "entry")
+        latency = engine.config.frontend_latency_ms
+        if latency > 0.0:  # the scheduler sees the request after the frontend's latency
+            self._schedule_inbound(now_ms + latency, self._on_frontend_done, (engine, req))
+            return []
+        return self._submit(now_ms, engine, req)
+
+    def _on_frontend_done(
+        self, now_ms: float, payload: tuple[ServingEngine, Request]
+    ) -> list[Event]:
+        heapq.heappop(self._inbound)
+        engine, req = payload
+        return self._submit(now_ms, engine, req)
 
     def _on_handoff(self, now_ms: float, req: Request) -> list[Event]:
         heapq.heappop(self._inbound)

@@ -244,6 +244,10 @@ class EngineConfig:
         Largest captured batch; ``None`` means vLLM's default ``min(2 * max_num_seqs, 512)``.
     max_model_len : int or None
         Longest prompt + output accepted; longer requests are rejected (counted, never dropped).
+    frontend_latency_ms : float
+        Time from a client's send to the scheduler seeing the request (HTTP, tokenization,
+        inter-process hand-off): requests join the waiting queue this long after they arrive,
+        so TTFT and end-to-end latency include it.
     step_noise_cv : float
         Step-to-step coefficient of variation of the step time (:class:`StepNoise`).
     run_noise_cv : float
@@ -266,6 +270,7 @@ class EngineConfig:
     cuda_graphs: bool = True
     cuda_graph_max_batch: int | None = None
     max_model_len: int | None = None
+    frontend_latency_ms: float = 0.0
     step_noise_cv: float = DEFAULT_STEP_NOISE_CV
     run_noise_cv: float = DEFAULT_RUN_NOISE_CV
     decode_span_steps: int = 4096
@@ -288,6 +293,11 @@ class EngineConfig:
             raise ValueError(
                 "EngineConfig.gpu_memory_utilization must be in (0, 1], got "
                 f"{self.gpu_memory_utilization!r}"
+            )
+        lat = self.frontend_latency_ms
+        if isinstance(lat, bool) or not isinstance(lat, int | float) or not (0.0 <= lat < math.inf):
+            raise ValueError(
+                f"EngineConfig.frontend_latency_ms must be finite and >= 0, got {lat!r}"
             )
         if self.scheduling_policy not in SCHEDULING_POLICIES:
             raise ValueError(

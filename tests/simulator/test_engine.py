@@ -367,3 +367,16 @@ def test_step_model_returning_garbage_is_reported():
 
     with pytest.raises(ValueError, match="finite"):
         single_replica(quiet(), Broken(), 1000).run(Trace([0.0], [10], [2]))
+
+
+def test_frontend_latency_delays_scheduling_and_counts_in_ttft():
+    trace = Trace([0.0, 1.0], [1000, 1000], [3, 3])
+    base, _ = run_one(trace, quiet())
+    late, _ = run_one(trace, quiet(frontend_latency_ms=40.0))
+    np.testing.assert_allclose(late.requests["ttft_ms"], base.requests["ttft_ms"] + 40.0)
+    np.testing.assert_allclose(
+        late.requests["first_scheduled_ms"], base.requests["first_scheduled_ms"] + 40.0
+    )
+    assert (late.requests["queue_ms"] >= 40.0).all()
+    with pytest.raises(ValueError, match="frontend_latency_ms"):
+        EngineConfig(frontend_latency_ms=-1.0)
