@@ -124,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--no-results", action="store_true", help="do not rewrite benchmarks/RESULTS.md"
     )
+    ap.add_argument(
+        "--allow-stale-pools",
+        action="store_true",
+        help="reuse the newest cached pools even if the simulator code changed since",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.rounds, args.pool_size = 5, 60, 4
