@@ -38,3 +38,39 @@ def __getattr__(name: str) -> object:  # PEP 562: lazy exports
 
 
 # --- end issue 5 ---
+
+# --- analytical model, search and launch configs (issue 4): lazy exports, same mechanism ---
+_ENGINE_API.update(
+    {
+        "ModelSpec": "simulator.models",
+        "Precision": "simulator.models",
+        "list_models": "simulator.models",
+        "load_model": "simulator.models",
+        "precision_for": "simulator.models",
+        "ParallelConfig": "simulator.parallel",
+        "enumerate_parallel": "simulator.parallel",
+        "MemoryBreakdown": "simulator.memory",
+        "memory_breakdown": "simulator.memory",
+        "OpCall": "simulator.ops",
+        "decompose_step": "simulator.ops",
+        "AnalyticalStepModel": "simulator.step_time",
+        "EngineOverhead": "simulator.step_time",
+        "AnalyticalWorkload": "simulator.analytical",
+        "BatchingConfig": "simulator.analytical",
+        "QueueModel": "simulator.analytical",
+        "ServingEstimate": "simulator.analytical",
+        "estimate_aggregated": "simulator.analytical",
+        "estimate_disaggregated": "simulator.analytical",
+        "estimate_static": "simulator.analytical",
+        "SearchResult": "simulator.search",
+        "SearchSpace": "simulator.search",
+        "pareto_frontier": "simulator.search",
+        "LaunchConfig": "simulator.launch",
+        "check_vllm_args": "simulator.launch",
+        "render_all": "simulator.launch",
+        "sglang_args": "simulator.launch",
+        "trtllm_yaml": "simulator.launch",
+        "vllm_args": "simulator.launch",
+    }
+)
+# --- end issue 4 ---

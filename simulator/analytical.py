@@ -697,3 +697,7 @@ def estimate_disaggregated(
             "kv_transfer_ms": transfer,
         },
     )
+
+
+#: Exported from :mod:`simulator` under this name (``simulator.Workload`` is the engine's).
+AnalyticalWorkload = Workload

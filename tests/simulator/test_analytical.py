@@ -7,16 +7,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simulator.analytical import (
+from simulator import (
+    AnalyticalStepModel,
     BatchingConfig,
     QueueModel,
-    Workload,
-    burst_ttft_ms,
     estimate_aggregated,
     estimate_disaggregated,
     estimate_static,
 )
-from simulator.step_time import AnalyticalStepModel
+from simulator import AnalyticalWorkload as Workload
+from simulator.analytical import burst_ttft_ms
 
 
 @pytest.fixture(scope="module")

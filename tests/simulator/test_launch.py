@@ -6,17 +6,16 @@ import shlex
 import pytest
 import yaml
 
-from simulator.analytical import BatchingConfig
-from simulator.launch import (
+from simulator import (
+    BatchingConfig,
     LaunchConfig,
+    ParallelConfig,
     check_vllm_args,
     render_all,
     sglang_args,
-    trtllm_options,
     vllm_args,
-    vllm_available,
 )
-from simulator.parallel import ParallelConfig
+from simulator.launch import trtllm_options, vllm_available
 
 DENSE = LaunchConfig(
     "Qwen/Qwen3-32B",

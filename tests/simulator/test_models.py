@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from simulator.models import Precision, list_models, load_model
-from simulator.parallel import ParallelConfig, enumerate_parallel
+from simulator import ParallelConfig, Precision, enumerate_parallel, list_models, load_model
 
 # published total parameter counts (billions), from the model cards
 PUBLISHED_B = {
@@ -114,7 +113,7 @@ def test_enumerate_parallel_respects_gpu_count():
 
 
 def test_precision_follows_the_checkpoint():
-    from simulator.models import precision_for
+    from simulator import precision_for
 
     oss = load_model("openai/gpt-oss-120b")
     assert oss.weight_dtype == "mxfp4"

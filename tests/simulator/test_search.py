@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from causal_tuner.cli import main
-from simulator.search import SearchSpace, pareto_frontier, search
+from simulator import SearchSpace, pareto_frontier
+from simulator.search import search
 
 SMALL = SearchSpace(
     concurrencies=(1, 8, 64), max_num_batched_tokens=(8192,), decode_batches=(8, 64)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from simulator import AnalyticalStepModel, EngineOverhead
 from simulator.batch import BatchShape, StepCostModel
-from simulator.step_time import AnalyticalStepModel, EngineOverhead
 
 
 @pytest.fixture(scope="module")
