@@ -320,3 +320,36 @@ def test_vectorized_string_arrays_group_by_dtype(h100):
     )
     assert ms[0] == ms[2] and ms[1] < ms[0]
     assert ms[1] == h100.latency(GemmOp(64, 4096, 4096, "fp8"))[0]
+
+
+def test_extra_roots_from_the_environment_are_searched_first(tmp_path, monkeypatch):
+    from perfdb import PATH_ENV
+
+    _copy_system(tmp_path)
+    (tmp_path / "a100_sxm").rename(tmp_path / "my_a100")
+    monkeypatch.setenv(PATH_ENV, str(tmp_path))
+    assert "my_a100" in list_systems() and "h100_sxm" in list_systems()
+    mine = load_system("my_a100")
+    assert mine.latency(GemmOp(8, 1024, 1024)) == load_system("a100_sxm").latency(
+        GemmOp(8, 1024, 1024)
+    )
+
+
+@given(
+    b=st.lists(st.integers(1, 512), min_size=1, max_size=6),
+    isl=st.integers(1, 20000),
+    kv_dtype=st.sampled_from(["bf16", "fp8"]),
+)
+def test_vectorized_context_attention_matches_single_queries(h100, b, isl, kv_dtype):
+    ms, src = h100.latency_many(
+        ContextAttentionOp,
+        batch_size=b,
+        isl=isl,
+        num_heads=40,
+        num_kv_heads=8,
+        head_dim=128,
+        kv_dtype=kv_dtype,
+    )
+    for i, bs in enumerate(b):
+        one = h100.latency(ContextAttentionOp(bs, isl, 40, 8, 128, kv_dtype=kv_dtype))
+        assert one == (pytest.approx(ms[i], rel=1e-12), src[i])
