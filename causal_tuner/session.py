@@ -99,6 +99,7 @@ class TuningSession:
         if not 0 < context_smoothing <= 1:
             raise ValueError(f"context_smoothing must be in (0, 1], got {context_smoothing!r}")
         self.context_smoothing = float(context_smoothing)
+        self._last_context: dict[str, float] = {}
         self.space = space
         self.objective = objective or Objective()
         self.store = store if store is not None else InMemoryStore()
@@ -166,7 +167,15 @@ class TuningSession:
         context : mapping, optional
             The load expected in the next window; defaults to the latest window's.
         """
-        ctx = dict(context) if context is not None else self.current_context()
+        if context is not None:
+            self._last_context = dict(context)
+        # the load forecast from finished windows; before any (or when every window so far
+        # failed) the last context given explicitly
+        ctx = (
+            dict(context)
+            if context is not None
+            else self.current_context() or dict(self._last_context)
+        )
         trials = self.store.trials([TrialState.COMPLETE])
         if not ctx and self.context_keys and getattr(self.policy, "needs_prior", False):
             raise ValueError(

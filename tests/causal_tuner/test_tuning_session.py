@@ -192,3 +192,16 @@ def test_environment_errors_are_recorded_and_the_loop_goes_on():
     trials = s.run(Flaky(30.0, 0), 4, first_context=FIRST, progress=False)
     assert [t.state for t in trials].count(TrialState.FAILED) == 1
     assert "engine failed to start" in next(t.note for t in trials if t.state is TrialState.FAILED)
+
+
+def test_a_failed_first_window_keeps_the_given_context():
+    class EmptyFirst(Env):
+        def observe(self, config, round_index):
+            obs = super().observe(config, round_index)
+            if round_index == 0:  # nothing arrived: no mean lengths
+                obs = {**obs, "mean_prompt_tokens": float("nan")}
+            return obs
+
+    s = TuningSession(space(), Objective(), "ba-ucb", prior=prior, seed=0)
+    trials = s.run(EmptyFirst(30.0, 0), 3, first_context=FIRST, progress=False)
+    assert [t.state for t in trials] == [TrialState.FAILED, TrialState.COMPLETE, TrialState.COMPLETE]
