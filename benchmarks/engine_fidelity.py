@@ -152,7 +152,9 @@ def simulate_row(
         par = analytical_fidelity._layout(row, moe=is_moe)
         ranks = par.attention_dp
         seqs = int(row["batch_size"]) if np.isfinite(row["batch_size"]) else -(-conc // ranks)
-        cluster = Cluster(_pool(predictor.step_model(row, par), seqs, ranks), router="least_loaded")
+        cluster = Cluster(
+            _pool(predictor.step_model(row, par), seqs, ranks, fe), router="least_loaded"
+        )
     else:
         p_par = analytical_fidelity._layout(row, "prefill_", moe=is_moe)
         d_par = analytical_fidelity._layout(row, "decode_", moe=is_moe)
