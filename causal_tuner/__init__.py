@@ -40,7 +40,40 @@ from causal_tuner.structure import (
     structural_hamming_distance,
 )
 
+#: The tuner's API, imported on first use (it pulls in the simulator and pandas).
+_LAZY = {
+    "Knob": "causal_tuner.knobs",
+    "KnobSpace": "causal_tuner.knobs",
+    "Constraint": "causal_tuner.knobs",
+    "Objective": "causal_tuner.objective",
+    "SLA": "causal_tuner.objective",
+    "TuningSession": "causal_tuner.session",
+    "Trial": "causal_tuner.session",
+    "FrozenTrial": "causal_tuner.store",
+    "TrialState": "causal_tuner.store",
+    "InMemoryStore": "causal_tuner.store",
+    "SQLiteStore": "causal_tuner.store",
+    "AnalyticalPrior": "causal_tuner.prior",
+    "CausalRewardModel": "causal_tuner.reward_model",
+    "SimulatedEnvironment": "causal_tuner.environments",
+    "PooledEnvironment": "causal_tuner.environments",
+    "TraceLoad": "causal_tuner.environments",
+    "WindowLoad": "causal_tuner.environments",
+    "available_tuner_policies": "causal_tuner.tuning_policies",
+    "make_tuner_policy": "causal_tuner.tuning_policies",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'causal_tuner' has no attribute {name!r}")
+
+
 __all__ = [
+    *_LAZY,
     "PC",
     "AdjustmentResult",
     "Arm",
