@@ -95,7 +95,12 @@ def _rel(path: Path, start: Path = ROOT) -> str:
 def report(out: Path, command: str, md_dir: Path = ROOT / "benchmarks") -> str:
     """The markdown body of our RESULTS.md section, from the files under ``out``."""
     lines = [
-        f"Command: `{command}`  ",
+        "Commands (from the repository root):",
+        "",
+        "```bash",
+        *command.strip().splitlines(),
+        "```",
+        "",
         f"Machine: {machine()}; other jobs shared the machine, so times are noisy (compare "
         "ratios within one run). Decision time = `select` + `update` per round, measured inside "
         "the run loop.",
@@ -105,6 +110,9 @@ def report(out: Path, command: str, md_dir: Path = ROOT / "benchmarks") -> str:
         "(same graphs, nested observational samples and per-round noise for every policy and "
         "n_obs). Exploration constant c = sqrt(2) for every UCB-type policy.",
     ]
+    notes = out / "notes.md"
+    if notes.exists():  # hand-written reading of the figures below (acceptance, caveats)
+        lines += ["", notes.read_text().strip()]
     for meta_path in sorted(out.glob("acceptance_p*.json")):
         tag = meta_path.stem.split("_", 1)[1]
         meta = json.loads(meta_path.read_text())
