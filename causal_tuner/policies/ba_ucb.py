@@ -327,7 +327,8 @@ class BAUCB(Policy):
         var[has] = np.maximum(
             var[has], np.bincount(nodes, w * pair_var[ok], minlength=n_nodes)[has] / total[has]
         )
-        self.set_weights_ = np.where(ok, np.exp(log_w - best[self.pair_node_]), 0.0)
+        with np.errstate(invalid="ignore"):  # -inf - -inf where masked out by ``ok``
+            self.set_weights_ = np.where(ok, np.exp(log_w - best[self.pair_node_]), 0.0)
         return theta, var
 
     def _set_log_evidence(self, pair_theta: np.ndarray, pair_var: np.ndarray) -> np.ndarray:
