@@ -266,15 +266,20 @@ class TuningSession:
     def experiments(self) -> list[FrozenTrial]:
         return [t for t in self.store.trials([TrialState.COMPLETE]) if t.source == "experiment"]
 
-    def best_config(self) -> dict:
-        """The config the tuner would keep: the policy's estimate if it has one, else the best
-        mean reward over the tuner's own windows."""
+    def best_config(self, z: float = 1.0) -> dict:
+        """The config the tuner would keep.
+
+        With a reward model (BA-UCB and its variants): the largest lower confidence bound,
+        ``mean - z * sd``, so that a config is kept for what the tuner knows of it, not for
+        what it hopes (an untried config's estimate is the prior's). Otherwise the best mean
+        reward over the tuner's own windows.
+        """
         model = getattr(self.policy, "model_", None)
         trials = self.store.trials([TrialState.COMPLETE])
         ctx = self.current_context()
         if model is not None and ctx:
             est = model.estimate(self._candidates, trials, ctx)
-            return dict(self._candidates[int(np.argmax(est.mean))])
+            return dict(self._candidates[int(np.argmax(est.mean - z * np.sqrt(est.var)))])
         means: dict[tuple, list[float]] = {}
         configs: dict[tuple, dict] = {}
         for t in self.experiments():
