@@ -12,7 +12,8 @@ import importlib
 import click
 
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("causal_tuner.demo", "demo"),
+    "demo": ("causal_tuner.tuning_demo", "demo"),
+    "paper-demo": ("causal_tuner.demo", "demo"),
     "discover": ("causal_tuner.discovery", "discover_command"),
     "perfdb": ("perfdb.cli", "perfdb"),
     "search": ("simulator.cli_search", "search"),

@@ -1,4 +1,4 @@
-"""``causal-tuner demo``: the paper-reproduction benchmark in quick mode, on an embedded default.
+"""``causal-tuner paper-demo``: the paper-reproduction benchmark in quick mode, on an embedded default.
 
 Runs BA-UCB and its baselines on random causal-bandit problems (nothing to download, no GPU),
 prints the regret table and writes a PNG of the regret curves and the CSV of runs.
@@ -18,7 +18,7 @@ __all__ = ["demo"]
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("causal-tuner-demo"),
+    default=Path("causal-tuner-paper-demo"),
     show_default=True,
     help="Folder for the PNG and CSV files.",
 )

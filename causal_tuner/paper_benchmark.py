@@ -14,7 +14,7 @@ remove most of the between-graph variance, and we report them with 95% t-interva
 
 Use :func:`run_benchmark` (returns data frames), :func:`summarize`, :func:`acceptance`,
 :func:`plot_regret`, and :func:`decision_time` (the timing claim at p = 50); the thin CLI is
-``benchmarks/paper_regret.py`` and ``causal-tuner demo`` runs :data:`QUICK`.
+``benchmarks/paper_regret.py`` and ``causal-tuner paper-demo`` runs :data:`QUICK`.
 """
 
 from __future__ import annotations
