@@ -43,6 +43,20 @@ def test_interior_holes_are_filled_linearly_and_stay_interpolated():
     assert np.exp(y[0]) == pytest.approx(lat[7], rel=1e-9)
 
 
+def test_hole_fill_trusts_the_axis_that_interpolates_well_there():
+    # smooth (a power law) along m, jagged (alternating +-20%) along n: a hole is filled from m
+    m = np.array([1, 2, 4, 8, 16, 32, 64])
+    n = np.array([1, 2, 3, 4, 5, 6, 7])
+    mm, nn = (a.ravel() for a in np.meshgrid(m, n, indexing="ij"))
+    lat = 0.01 * mm**0.5 * np.where(nn % 2 == 0, 1.2, 0.8)
+    hole = int(np.flatnonzero((mm == 8) & (nn == 4))[0])
+    keep = np.arange(len(mm)) != hole
+    grid = EfficiencyGrid([mm[keep], nn[keep]], lat[keep], np.ones(keep.sum()))
+    y, source, _ = grid.query([mm[hole : hole + 1], nn[hole : hole + 1]])
+    assert source[0] == 1
+    assert np.exp(y[0]) == pytest.approx(lat[hole], rel=1e-6)
+
+
 def test_outside_holds_the_boundary_value_and_is_flagged():
     grid, *_ = _power_law_grid()
     y, source, _ = grid.query([np.array([10_000.0]), np.array([512.0])])
