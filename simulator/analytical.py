@@ -19,6 +19,12 @@ where static-batch estimators go wrong:
   non-mixing schedulers (SGLang's default) decodes stall during prefill steps. ``TPOT`` is the
   time per decode step averaged over that mix; its p90 follows from the Poisson number of
   prefills a request's decode phase overlaps.
+* TTFT = ``prefill_scale x (engine part) + ttft_ms`` (both per backend, in
+  :class:`~simulator.step_time.EngineOverhead`). The engine part (queueing, prefill service,
+  burst) is built from the same step model as TPOT, whose ``kernel_scale`` is fitted on
+  memory-bound decode steps; compute-bound prefill departs from perfdb's isolated kernels by
+  another factor, so it gets its own scale. Both are applied after the closed loop is solved
+  (like the fixed ``ttft_ms``), so they change TTFT only, never TPOT or the arrival rate.
 * Capacity: running requests are capped by ``max_num_seqs`` and by KV capacity; clients beyond
   that wait in the engine's queue (Little's law).
 """
@@ -183,7 +189,7 @@ class QueueModel:
 
 #: Fitted by ``benchmarks/fidelity.py --calibrate`` on the calibration half of
 #: silicon_dev.csv (SHA-1 of the row id even); held-out error in benchmarks/RESULTS.md.
-DEFAULT_QUEUE = QueueModel(arrival_cv2=0.5, rounds=6.0)
+DEFAULT_QUEUE = QueueModel(arrival_cv2=2.0, rounds=6.0)
 
 
 @dataclass(frozen=True)
@@ -533,7 +539,7 @@ def estimate_aggregated(
         ttft = (
             queue.blend(max(burst, ttft), ttft, workload.concurrency) if mixed else max(burst, ttft)
         )
-    ttft += model.overhead.ttft_ms
+    ttft = ttft * model.overhead.prefill_scale + model.overhead.ttft_ms
     latency = ttft + max(osl - 1, 0) * rep.tpot
     gpus = model.parallel.num_gpus * replicas
     total_rate = lam * ranks * 1e3  # req/s
@@ -671,7 +677,7 @@ def estimate_disaggregated(
         n_p = workload.concurrency / p_ranks
         burst = (n_p + 1) / 2 * s_p + transfer
         ttft = queue.blend(max(burst, ttft), ttft, workload.concurrency)
-    ttft += prefill.overhead.ttft_ms
+    ttft = ttft * prefill.overhead.prefill_scale + prefill.overhead.ttft_ms
     latency = ttft + max(osl - 1, 0) * tpot
     gpus = prefill.parallel.num_gpus * prefill_workers + decode.parallel.num_gpus * decode_workers
     rate = lam * 1e3

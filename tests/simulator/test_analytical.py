@@ -84,7 +84,8 @@ def test_non_mixing_scheduler_runs_in_lockstep_bursts():
     mixed = estimate_aggregated(vllm.with_overhead(sglang.overhead), wl, queue=q)
     lockstep = estimate_aggregated(sglang, wl, queue=q)
     burst = burst_ttft_ms(sglang, 64, 1024, 8192)
-    assert lockstep.ttft_ms == pytest.approx(burst + sglang.overhead.ttft_ms, rel=1e-6)
+    ov = sglang.overhead
+    assert lockstep.ttft_ms == pytest.approx(burst * ov.prefill_scale + ov.ttft_ms, rel=1e-6)
     assert lockstep.ttft_ms > mixed.ttft_ms
 
 
