@@ -110,7 +110,10 @@ def env():
 def test_simulated_window_is_a_full_observation(env):
     obs = env.observe({"max_num_seqs": 64}, 0)
     assert obs["request_rate_rps"] == pytest.approx(6.0, rel=0.5)  # the pool's total load
-    assert obs["goodput_tok_s"] <= obs["throughput_tok_s"] + 1e-9
+    # goodput counts the tokens of requests finished in the window (some generated before
+    # it), throughput the tokens generated in it: close, but not ordered
+    assert 0.0 < obs["goodput_tok_s"] <= 1.5 * obs["throughput_tok_s"]
+    assert 0.0 <= obs["sla_attainment"] <= 1.0
     assert obs["max_num_seqs"] == 64.0 and obs["sla_violated"] in (0.0, 1.0)
     assert all(
         math.isfinite(v) for k, v in obs.items() if not k.startswith(("ttft", "tpot", "e2e"))
