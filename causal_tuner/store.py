@@ -172,6 +172,24 @@ class TrialStore(ABC):
             trial.trial_id, TrialState.COMPLETE, observation, finished_s=finished_s
         )
 
+    @classmethod
+    def _finished(
+        cls,
+        trial: FrozenTrial,
+        state: TrialState,
+        observation: Mapping[str, float] | None,
+        note: str,
+        finished_s: float | None,
+    ) -> FrozenTrial:
+        """The finished version of a RUNNING trial (validated; nothing written yet)."""
+        return replace(
+            trial,
+            state=cls._check_transition(trial, state),
+            observation=dict(observation or {}),
+            note=note,
+            finished_s=time.time() if finished_s is None else float(finished_s),
+        )
+
     @staticmethod
     def _check_transition(trial: FrozenTrial, state: TrialState) -> TrialState:
         state = TrialState(state)
@@ -206,14 +224,7 @@ class InMemoryStore(TrialStore):
     def finish_trial(self, trial_id, state, observation=None, *, note="", finished_s=None):
         with self._lock:
             trial = self.get_trial(trial_id)
-            state = self._check_transition(trial, state)
-            done = replace(
-                trial,
-                state=state,
-                observation=dict(observation or {}),
-                note=note,
-                finished_s=time.time() if finished_s is None else float(finished_s),
-            )
+            done = self._finished(trial, state, observation, note, finished_s)
             self._trials[trial_id] = done
             return done
 
@@ -310,19 +321,12 @@ class SQLiteStore(TrialStore):
     def finish_trial(self, trial_id, state, observation=None, *, note="", finished_s=None):
         with self._lock:
             trial = self.get_trial(trial_id)
-            state = self._check_transition(trial, state)
-            done = replace(
-                trial,
-                state=state,
-                observation=dict(observation or {}),
-                note=note,
-                finished_s=time.time() if finished_s is None else float(finished_s),
-            )
+            done = self._finished(trial, state, observation, note, finished_s)
             self._conn.execute(
                 "UPDATE trials SET state=?, observation=?, finished_s=?, note=? "
                 "WHERE trial_id=? AND state=?",
                 (
-                    state.value,
+                    done.state.value,
                     json.dumps(dict(done.observation)),
                     done.finished_s,
                     note,

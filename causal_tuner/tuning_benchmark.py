@@ -154,20 +154,6 @@ SCENARIOS: dict[str, Scenario] = {
         6.0,
         SLA(ttft_ms=2000.0, tpot_ms=50.0),
     ),
-    "d": Scenario(
-        "d",
-        "Drift: Qwen3-32B on 8x H200, Azure conv then Azure code from window 100",
-        "Qwen/Qwen3-32B",
-        "h200_sxm",
-        8,
-        _batching_knobs((16, 32, 64, 128, 256, 512), (1, 2)),
-        "azure-conv",
-        6.0,
-        SLA(ttft_ms=2000.0, tpot_ms=50.0),
-        drift_trace="azure-code",
-        drift_rate_scale=6.0,
-        drift_round=100,
-    ),
     "e": Scenario(
         "e",
         "Confounded history: Llama-3.1-70B on 2x H100 (TP2), autoscaler raised max_num_seqs with load",
@@ -193,6 +179,14 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+SCENARIOS["d"] = replace(
+    SCENARIOS["a"],
+    name="d",
+    title="Drift: Qwen3-32B on 8x H200, Azure conv then Azure code from window 100",
+    drift_trace="azure-code",
+    drift_rate_scale=6.0,
+    drift_round=100,
+)
 SCENARIOS["f"] = replace(
     SCENARIOS["b"],
     name="f",
