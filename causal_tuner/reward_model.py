@@ -273,7 +273,10 @@ class CausalRewardModel:
         )
         xw = x * w[:, None]
         post = x.T @ xw + np.diag(prec)
-        cov = np.linalg.inv(post)
+        # the one-hot columns sum to the intercept, so the posterior precision can be close to
+        # singular when tau is large; the pseudo-inverse of this symmetric matrix is the stable
+        # choice (it equals the inverse whenever that exists)
+        cov = np.linalg.pinv(post, hermitian=True)
         coef = cov @ (xw.T @ r)
         # prediction for each config at z_now: b0 + phi beta + u_c (the load term is zero there)
         xc = np.hstack(
