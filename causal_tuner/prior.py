@@ -29,8 +29,8 @@ __all__ = ["PRIOR_REL_ERROR", "AnalyticalPrior", "config_to_batching", "p_below"
 
 #: RMS error of the prior's goodput, relative to the offered output rate, against the serving
 #: simulator on the calibration grid of ``benchmarks/prior_error.py`` (Llama-3.1-8B / H100,
-#: ShareGPT lengths; none of the tuning scenarios), rounded up. See benchmarks/RESULTS.md,
-#: "Analytical prior error".
+#: ShareGPT lengths; none of the tuning scenarios): 0.212 when first measured, rounded up; later
+#: model changes moved it to 0.20-0.21. See benchmarks/RESULTS.md, "Analytical prior error".
 PRIOR_REL_ERROR = 0.22
 
 _Z90 = 1.2815515655446004

@@ -480,8 +480,8 @@ def plot_regret(rows: pd.DataFrame, path, title: str = "") -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for pol, g in rows.groupby("policy"):
-        cum = g.sort_values("round").groupby("seed")["regret"].cumsum()
-        g = g.assign(cum=cum.to_numpy())
+        g = g.sort_values(["seed", "round"])
+        g = g.assign(cum=g.groupby("seed")["regret"].cumsum())
         piv = g.pivot(index="round", columns="seed", values="cum")
         mean = piv.mean(axis=1)
         n = piv.shape[1]
@@ -490,7 +490,9 @@ def plot_regret(rows: pd.DataFrame, path, title: str = "") -> None:
         ax.fill_between(mean.index, mean - half, mean + half, alpha=0.2)
     ax.set_xlabel("window (round)")
     ax.set_ylabel("cumulative regret (reward units x windows)")
-    ax.set_title(title)
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
