@@ -25,7 +25,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fidelity as analytical_fidelity
+from results_md import write_marked_block
 
 from simulator.analytical import DEFAULT_QUEUE
 from simulator.cluster import Cluster, KVTransfer, Replica
@@ -227,19 +227,7 @@ def _fmt(t: tuple[float, float, float]) -> str:
 
 def write_results(text: str, marker: str) -> None:
     """Replace our marked block inside our own section of RESULTS.md."""
-    doc = RESULTS.read_text()
-    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    block = f"{start}\n{text.rstrip()}\n{end}"
-    if start in doc:
-        doc = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, doc, flags=re.S)
-    else:
-        if SECTION not in doc:
-            doc = doc.rstrip() + f"\n\n{SECTION}\n"
-        head, tail = doc.split(SECTION, 1)
-        nxt = tail.find("\n## ")
-        body, rest = (tail, "") if nxt < 0 else (tail[:nxt], tail[nxt:])
-        doc = head + SECTION + body.rstrip() + "\n\n" + block + "\n" + rest
-    RESULTS.write_text(doc)
+    write_marked_block(text, SECTION, marker, RESULTS)
 
 
 def _plot(frame: pd.DataFrame, path: Path) -> None:

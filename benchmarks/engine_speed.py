@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import resource
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from results_md import write_marked_block
 
 from simulator.cluster import Deployment, _step_model, single_replica
 from simulator.engine import EngineConfig
@@ -51,19 +51,7 @@ def machine() -> str:
 
 def write_results(text: str, marker: str) -> None:
     """Replace our marked block inside our own section of RESULTS.md."""
-    doc = RESULTS.read_text()
-    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    block = f"{start}\n{text.rstrip()}\n{end}"
-    if start in doc:
-        doc = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, doc, flags=re.S)
-    else:
-        if SECTION not in doc:
-            doc = doc.rstrip() + f"\n\n{SECTION}\n"
-        head, tail = doc.split(SECTION, 1)
-        nxt = tail.find("\n## ")
-        body, rest = (tail, "") if nxt < 0 else (tail[:nxt], tail[nxt:])
-        doc = head + SECTION + body.rstrip() + "\n\n" + block + "\n" + rest
-    RESULTS.write_text(doc)
+    write_marked_block(text, SECTION, marker, RESULTS)
 
 
 def run(trace, config: EngineConfig, seed: int = 0, trace_memory: bool = False) -> dict:

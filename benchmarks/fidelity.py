@@ -26,7 +26,6 @@ import argparse
 import hashlib
 import math
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from results_md import write_marked_block
 from tqdm import tqdm
 
 from simulator.analytical import (
@@ -351,19 +351,7 @@ def _fmt(v: float) -> str:
 
 def write_results(text: str, marker: str) -> None:
     """Replace our marked block inside our own section of RESULTS.md."""
-    doc = RESULTS.read_text()
-    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    block = f"{start}\n{text.rstrip()}\n{end}"
-    if start in doc:
-        doc = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, doc, flags=re.S)
-    else:
-        if SECTION not in doc:
-            doc = doc.rstrip() + f"\n\n{SECTION}\n"
-        head, tail = doc.split(SECTION, 1)
-        nxt = tail.find("\n## ")
-        body, rest = (tail, "") if nxt < 0 else (tail[:nxt], tail[nxt:])
-        doc = head + SECTION + body.rstrip() + "\n\n" + block + "\n" + rest
-    RESULTS.write_text(doc)
+    write_marked_block(text, SECTION, marker, RESULTS)
 
 
 def main(argv: list[str] | None = None) -> int:

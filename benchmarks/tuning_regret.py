@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from results_md import write_section
 
 from causal_tuner.tuning_benchmark import (
     DEFAULT_POLICIES,
@@ -220,15 +221,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write_section(text: str, section: str = SECTION) -> None:
-    """Replace ``section`` (a ``## `` heading) of RESULTS.md with ``text``, or append it."""
-    body = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if section in body:
-        start = body.index(section)
-        nxt = body.find("\n## ", start + len(section))
-        body = body[:start] + text + (body[nxt + 1 :] if nxt != -1 else "")
-    else:
-        body = body.rstrip() + "\n\n" + text
-    RESULTS.write_text(body)
+    """Replace ``section`` of RESULTS.md with ``text``, or append it."""
+    write_section(text, section, RESULTS)
 
 
 if __name__ == "__main__":
