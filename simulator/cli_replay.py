@@ -193,52 +193,10 @@ def _plots(out: Path, results: dict, windows: dict, window_s: float) -> list[Pat
     type=click.Path(file_okay=False, path_type=Path),
 )
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def replay(
-    trace_name,
-    model,
-    system,
-    tp,
-    pp,
-    ep,
-    dtype,
-    backend,
-    configs,
-    replicas,
-    router,
-    time_scale,
-    rate_scale,
-    max_requests,
-    sla_ttft_ms,
-    sla_tpot_ms,
-    window_s,
-    seed,
-    out_dir,
-    progress,
-):
+def replay(**options):
     """Replay a request trace through one or more engine configurations."""
     try:
-        _replay(
-            trace_name,
-            model,
-            system,
-            tp,
-            pp,
-            ep,
-            dtype,
-            backend,
-            configs,
-            replicas,
-            router,
-            time_scale,
-            rate_scale,
-            max_requests,
-            sla_ttft_ms,
-            sla_tpot_ms,
-            window_s,
-            seed,
-            out_dir,
-            progress,
-        )
+        _replay(**options)
     except (ValueError, OSError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         click.echo(f"Error: {msg}", err=True)
