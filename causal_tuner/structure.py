@@ -801,6 +801,10 @@ class PC(BaseEstimator):
         Required directed edges ``i -> j``: never removed, always oriented so.
     max_cond_size : int, optional
         Largest conditioning set tried (``None``: no limit).
+    shift_alpha : float, optional
+        Significance level of the experimental "shift" tests behind ``shifted_`` (default:
+        ``alpha``). A caller that keeps ``shifted_`` as hard knowledge should make it small:
+        there are ``p^2`` such tests per fit.
 
     Attributes
     ----------
@@ -837,6 +841,7 @@ class PC(BaseEstimator):
         forbidden: Iterable[tuple[int, int]] = (),
         required: Iterable[tuple[int, int]] = (),
         max_cond_size: int | None = None,
+        shift_alpha: float | None = None,
     ) -> None:
         self.alpha = alpha
         self.ci_test = ci_test
@@ -844,6 +849,7 @@ class PC(BaseEstimator):
         self.forbidden = forbidden
         self.required = required
         self.max_cond_size = max_cond_size
+        self.shift_alpha = shift_alpha
 
     def _check_params(self) -> None:
         if not isinstance(self.alpha, float | int) or not 0.0 < float(self.alpha) < 1.0:
@@ -853,6 +859,9 @@ class PC(BaseEstimator):
         m = self.max_cond_size
         if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 0):
             raise ValueError(f"max_cond_size must be None or an int >= 0, got {m!r}")
+        a = self.shift_alpha
+        if a is not None and (not isinstance(a, float | int) or not 0.0 < float(a) < 1.0):
+            raise ValueError(f"shift_alpha must be None or lie in (0, 1), got {a!r}")
 
     def fit(self, data: object = None, intervened: object = None) -> PC:
         """Learn the structure.
@@ -946,7 +955,7 @@ class PC(BaseEstimator):
             else:
                 continue
             pvals[k] = 1.0
-            shifted[k] = pvals < self.alpha
+            shifted[k] = pvals < (self.alpha if self.shift_alpha is None else self.shift_alpha)
         return shifted
 
     def _run(

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import networkx as nx
 import numpy as np
+from scipy.stats import norm
 
 from causal_tuner.estimators import batched_gram_ols
 from causal_tuner.policies.base import BanditContext, Policy, SeedLike, register
@@ -80,6 +81,18 @@ class BAUCB(Policy):
         Re-learn the structure once ``rows >= last + max(min_rows, growth * last)``.
     max_cond_size : int, optional
         Largest conditioning set PC tries (``None``: no limit).
+    regime_z, regime_min_rows : float, int
+        An experimental regime ``do(X_k)`` with at least ``regime_min_rows`` rows is pooled into
+        node ``j``'s observational fit only while its own estimate of ``theta_j`` agrees with the
+        prior sample's within ``regime_z`` joint standard deviations (``inf``: never checked).
+    max_alternatives : int
+        Largest number of structural alternatives kept per node (0: no structural optimism).
+    max_reversals : int
+        Most edges into a node reversed by one structural alternative.
+    refute_z : float
+        A structural alternative is refuted once the arm's own mean differs from its prediction
+        by more than ``refute_z`` joint standard deviations (lower than ``guard_z``: refuting a
+        hypothesis only ends optimism, the main estimate's bias guard still protects the arm).
     """
 
     #: Whether the structure is re-learned online (False: fixed, e.g. the true DAG).
@@ -98,9 +111,19 @@ class BAUCB(Policy):
         rediscover_min_rows: int = 50,
         rediscover_growth: float = 0.25,
         max_cond_size: int | None = None,
+        regime_z: float = 3.0,
+        regime_min_rows: int = 10,
+        max_alternatives: int = 16,
+        max_reversals: int = 2,
+        refute_z: float = 2.0,
     ) -> None:
         super().__init__(context, seed=seed)
-        for name, value in (("c", c), ("guard_z", guard_z), ("descendant_z", descendant_z)):
+        for name, value in (
+            ("c", c),
+            ("guard_z", guard_z),
+            ("descendant_z", descendant_z),
+            ("refute_z", refute_z),
+        ):
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
         if not 0 < alpha < 1:
@@ -120,6 +143,20 @@ class BAUCB(Policy):
         self.rediscover_min_rows = int(rediscover_min_rows)
         self.rediscover_growth = float(rediscover_growth)
         self.max_cond_size = max_cond_size
+        if np.isnan(regime_z) or regime_z < 0:
+            raise ValueError(f"regime_z must be >= 0 (inf: no check), got {regime_z!r}")
+        if int(regime_min_rows) < 1 or int(max_alternatives) < 0:
+            raise ValueError(
+                "regime_min_rows must be >= 1 and max_alternatives >= 0, got "
+                f"{regime_min_rows!r}, {max_alternatives!r}"
+            )
+        self.regime_z = float(regime_z)
+        self.regime_min_rows = int(regime_min_rows)
+        self.max_alternatives = int(max_alternatives)
+        if int(max_reversals) < 0:
+            raise ValueError(f"max_reversals must be >= 0, got {max_reversals!r}")
+        self.max_reversals = int(max_reversals)
+        self.refute_z = float(refute_z)
         self._init_state()
 
     # ------------------------------------------------------------------ state
@@ -192,7 +229,11 @@ class BAUCB(Policy):
                 for j, k in zip(*np.nonzero(self.detected_descendants_), strict=True)
             ]
             pc = PC(
-                alpha=self.alpha, tiers=tiers, forbidden=forbidden, max_cond_size=self.max_cond_size
+                alpha=self.alpha,
+                tiers=tiers,
+                forbidden=forbidden,
+                max_cond_size=self.max_cond_size,
+                shift_alpha=float(2 * norm.sf(self.descendant_z)),
             )
             pc.fit_statistics(statistics, p)
             adjacency = np.asarray(pc.adjacency_, dtype=int).copy()
@@ -227,7 +268,13 @@ class BAUCB(Policy):
         return sets, possible
 
     def _detect_descendants(self) -> None:
-        """Mark k as a descendant of j when X_k's mean differs between j's extreme arms."""
+        """Mark k as a descendant of j when X_k's mean differs between j's extreme arms.
+
+        Recomputed from all rows at every discovery (not accumulated: the latest test has the
+        most data, and an accumulated union would keep every false positive of every earlier
+        test, which then forbids true edges and adjustment sets for good).
+        """
+        self.detected_descendants_ = np.zeros((self.p_, self.p_), dtype=bool)
         values = self.arm_values_
         for j in self.nodes_:
             ids = np.flatnonzero(self.arm_node_pos_ == self.node_pos_[int(j)])
@@ -237,9 +284,13 @@ class BAUCB(Policy):
                 continue
             m_lo = self.arm_obs_sums_[lo] / n_lo
             m_hi = self.arm_obs_sums_[hi] / n_hi
-            v_lo = (self.arm_obs_sq_sums_[lo] - n_lo * m_lo**2) / (n_lo - 1)
-            v_hi = (self.arm_obs_sq_sums_[hi] - n_hi * m_hi**2) / (n_hi - 1)
-            se = np.sqrt(np.maximum(v_lo / n_lo + v_hi / n_hi, 1e-12))
+            # Pooled variance: in a linear SEM an atomic intervention moves X_k's mean, not its
+            # variance, so both arms share it. (Welch's per-arm variances with 2 degrees of
+            # freedom on the rarely pulled side gave false "descendants" at |t| > 3.5.)
+            ss_lo = self.arm_obs_sq_sums_[lo] - n_lo * m_lo**2
+            ss_hi = self.arm_obs_sq_sums_[hi] - n_hi * m_hi**2
+            pooled = (ss_lo + ss_hi) / (n_lo + n_hi - 2)
+            se = np.sqrt(np.maximum(pooled * (1 / n_lo + 1 / n_hi), 1e-12))
             t_stat = np.abs(m_hi - m_lo) / se
             found = t_stat > self.descendant_z
             found[j] = False
@@ -254,10 +305,13 @@ class BAUCB(Policy):
             on_path = possible[j] & (possible[:, y] | (np.arange(p) == y))
             valid[pos, :p] = ~on_path
             valid[pos, j] = False
-        self.valid_regimes_ = valid
+        self.valid_regimes_ = self._gate_regimes(valid, sets)
+        self._set_alternatives(self._alternatives())
         d, k_dum = self.dim_, self.n_dummies_
         grams = np.zeros((len(self.nodes_), d + k_dum, d + k_dum))
-        grams[:, :d, :d] = np.einsum("jr,rab->jab", valid.astype(float), self.regime_grams_)
+        grams[:, :d, :d] = np.einsum(
+            "jr,rab->jab", self.valid_regimes_.astype(float), self.regime_grams_
+        )
         grams[:, d:, d:] = np.eye(k_dum)
         self.node_grams_ = grams
         pair_node, pair_cols, pair_size = [], [], []
@@ -275,6 +329,152 @@ class BAUCB(Policy):
         self.arm_pair_mask_ = self.arm_node_pos_[:, None] == self.pair_node_[None, :]
         self.rows_at_discovery_ = self.n_rows_
         self._cache_t = -1
+
+    def _padded_regime_grams(self) -> np.ndarray:
+        """Per-regime Gram matrices with the identity dummy block (for batched OLS)."""
+        d, k_dum = self.dim_, self.n_dummies_
+        grams = np.zeros((self.p_ + 1, d + k_dum, d + k_dum))
+        grams[:, :d, :d] = self.regime_grams_
+        grams[:, d:, d:] = np.eye(k_dum)
+        return grams
+
+    def _gate_regimes(self, valid: np.ndarray, sets: list[list[tuple[int, ...]]]) -> np.ndarray:
+        """Drop pooled regimes whose own ``theta_j`` disagrees with the prior sample's.
+
+        The valid-row rule trusts the estimated descendant relation; an edge PC missed (``j ->
+        k -> Y`` with ``j - k`` absent) lets ``do(X_k)`` rows, which cut part of ``j``'s effect,
+        into ``j``'s fit, and after a few thousand pulls of ``k`` they outweigh the prior sample.
+        Within a regime the backdoor coefficient is the same as in the prior sample exactly when
+        pooling it is harmless, so each regime with enough rows is compared with the prior
+        sample (main adjustment set, z-test on the difference) and excluded when they differ.
+        """
+        if not np.isfinite(self.regime_z) or self.n_obs_ < 4:
+            return valid
+        p, d = self.p_, self.dim_
+        n_reg = self.regime_grams_[:, 0, 0]
+        grams = self._padded_regime_grams()
+        width = max((len(ss[0]) for ss in sets if ss), default=0)
+        fits_node, fits_regime, fits_cols, fits_k = [], [], [], []
+        for pos, j in enumerate(self.nodes_):
+            if not sets[pos]:
+                continue
+            main = sets[pos][0]
+            regimes = [r for r in range(p) if valid[pos, r] and n_reg[r] >= self.regime_min_rows]
+            if not regimes:
+                continue
+            for r in [p, *regimes]:
+                zs = list(main)
+                if r < p and r in zs:
+                    g = self.regime_grams_[r]
+                    if g[1 + r, 1 + r] / n_reg[r] - (g[0, 1 + r] / n_reg[r]) ** 2 < 1e-9:
+                        zs.remove(r)  # X_r is held constant in its own regime: nothing to adjust
+                cols = [0, 1 + int(j), *(1 + int(z) for z in zs)]
+                cols += [d + i for i in range(2 + width - len(cols))]
+                fits_node.append(pos)
+                fits_regime.append(r)
+                fits_cols.append(cols)
+                fits_k.append(2 + len(zs))
+        if not fits_node:
+            return valid
+        regime = np.array(fits_regime)
+        coef, inv, sigma2, _ = batched_gram_ols(
+            grams,
+            np.array(fits_cols, dtype=np.int64),
+            1 + self.context.reward_index,
+            np.array(fits_k),
+            gram_index=regime,
+        )
+        with np.errstate(all="ignore"):
+            theta, var = coef[:, 1], sigma2 * inv[:, 1, 1]
+        node = np.array(fits_node)
+        ref = {int(nd): i for i, (nd, r) in enumerate(zip(node, regime, strict=True)) if r == p}
+        out = valid.copy()
+        for i in np.flatnonzero(regime < p):
+            o = ref[int(node[i])]
+            spread = var[i] + var[o]
+            if not (np.isfinite(spread) and spread > 0 and np.isfinite(theta[i] - theta[o])):
+                continue
+            if abs(theta[i] - theta[o]) > self.regime_z * np.sqrt(spread):
+                out[node[i], regime[i]] = False
+        return out
+
+    def _alternatives(self) -> list[list[tuple[int, ...]]]:
+        """Structural alternatives per arm node: its parent set with some edges reversed.
+
+        PC's orientations are least reliable exactly where it matters: an edge oriented *into*
+        ``j`` that truly leaves it puts a child of ``j`` into every adjustment set, the arm's
+        estimate is then confidently wrong and, if it is low, the arm is never pulled, so no
+        experiment can correct it. Reversing up to ``max_reversals`` of the edges PC directed
+        into ``j`` gives ``j``'s parent set under each such re-orientation; each is kept as a
+        hypothesis, estimated on the prior sample alone, and the index is optimistic over the
+        hypotheses the arm's own pulls have not refuted (see :meth:`arm_indices`). (Undirected
+        edges need no alternatives: the CPDAG's candidate sets already cover both directions.)
+        Fewest reversals first, at most ``max_alternatives`` per node.
+        """
+        from itertools import combinations
+
+        y = self.context.reward_index
+        adjacency = self.adjacency_
+        out = []
+        for j in self.nodes_:
+            directed = [
+                int(i)
+                for i in np.flatnonzero(adjacency[:, j] & ~adjacency[j, :].astype(bool))
+                if i != y and not self.detected_descendants_[j, i]
+            ]
+            alts: list[tuple[int, ...]] = []
+            for drop in range(1, min(self.max_reversals, len(directed)) + 1):
+                for removed in combinations(directed, drop):
+                    if len(alts) < self.max_alternatives:
+                        alts.append(tuple(z for z in directed if z not in removed))
+            out.append(alts)
+        return out
+
+    def _set_alternatives(self, alternatives: list[list[tuple[int, ...]]]) -> None:
+        """Prior-sample estimates of every arm under every structural alternative."""
+        ctx = self.context
+        d, y = self.dim_, ctx.reward_index
+        n0 = self.n_obs_
+        node_pos, cols, k = [], [], []
+        width = max((len(s) for alts in alternatives for s in alts), default=0)
+        for pos, j in enumerate(self.nodes_):
+            for s in alternatives[pos]:
+                if n0 <= len(s) + 3:
+                    continue
+                c = [0, 1 + int(j), *(1 + z for z in s)]
+                node_pos.append(pos)
+                cols.append(c + [d + i for i in range(2 + width - len(c))])
+                k.append(len(c))
+        self.alt_arm_ = np.zeros(0, dtype=np.int64)
+        self.alt_mean_ = np.zeros(0)
+        self.alt_var_ = np.zeros(0)
+        if not node_pos:
+            return
+        grams = self._padded_regime_grams()[self.p_ :]
+        coef, inv, sigma2, _ = batched_gram_ols(
+            grams,
+            np.array(cols, dtype=np.int64),
+            1 + y,
+            np.array(k),
+            gram_index=np.zeros(len(cols), dtype=np.int64),
+        )
+        with np.errstate(all="ignore"):
+            theta, theta_var = coef[:, 1], sigma2 * inv[:, 1, 1]
+        g = self.regime_grams_[self.p_]
+        means = g[0, 1:] / n0
+        cov = (g[1:, 1:] - n0 * np.outer(means, means)) / (n0 - 1)
+        node_pos = np.array(node_pos)
+        # One entry per (arm, alternative) of that arm's node.
+        arm_idx, fit_idx = np.nonzero(self.arm_node_pos_[:, None] == node_pos[None, :])
+        j = self.nodes_[self.arm_node_pos_[arm_idx]]
+        th, th_var = theta[fit_idx], theta_var[fit_idx]
+        resid = cov[y, y] - 2 * th * cov[j, y] + th**2 * cov[j, j]
+        gap = self.arm_values_[arm_idx] - means[j]
+        var = np.maximum(resid, 0.0) / n0 + gap**2 * th_var
+        ok = np.isfinite(th) & np.isfinite(var) & (var > 0)
+        self.alt_arm_ = arm_idx[ok]
+        self.alt_mean_ = (means[y] + th * gap)[ok]
+        self.alt_var_ = var[ok]
 
     # ------------------------------------------------------------------ updates
     def _observe(self, idx: int, obs: np.ndarray) -> None:
@@ -399,17 +599,49 @@ class BAUCB(Policy):
             var = np.where(prec > 0, 1.0 / np.maximum(prec, 1e-300), np.inf)
             mean = np.where(prec > 0, weighted / np.maximum(prec, 1e-300), 0.0)
         self._cache = (mean, var, obs_ok)
+        self._obs_cache = (obs_mean, obs_var)
         self._cache_t = self.n_updates_
         return self._cache
 
-    def _select(self, ids: np.ndarray) -> int:
+    def arm_indices(self) -> np.ndarray:
+        """The UCB index of every arm: optimistic over unrefuted structural hypotheses.
+
+        The main estimate (:meth:`arm_estimates`) gives ``mu + c sqrt(V log t)``; each
+        structural alternative (:meth:`_alternatives`), combined with the arm's own pulls the
+        same way, gives another, unless the pulls refute it (the bias guard's test): a refuted
+        hypothesis is dropped rather than replaced by the experiments alone, so arms whose
+        alternatives are all refuted are indexed by the main estimate as before. ``inf`` for an
+        arm with no estimate at all.
+        """
         mean, var, _ = self.arm_estimates()
-        mean, var = mean[ids], var[ids]
-        unknown = ~np.isfinite(var)
+        t = max(self.n_updates_ + 1, 2)
+        log_t = np.log(t)
+        with np.errstate(invalid="ignore"):
+            index = np.where(np.isfinite(var), mean + self.c * np.sqrt(var * log_t), np.inf)
+        a = self.alt_arm_
+        if a.size:
+            n = self.counts_[a]
+            pulled = n > 0
+            ev = np.where(pulled, self.pooled_noise_var() / np.maximum(n, 1), np.inf)
+            em = np.where(pulled, self.reward_sums_[a] / np.maximum(n, 1), 0.0)
+            am, av = self.alt_mean_, self.alt_var_
+            refuted = pulled & (np.abs(am - em) > self.refute_z * np.sqrt(av + ev))
+            om, ov = self._obs_cache
+            om, ov = om[a], ov[a]
+            # An alternative the main estimate cannot tell apart adds nothing but width.
+            refuted |= np.isfinite(ov) & (np.abs(am - om) <= self.guard_z * np.sqrt(av + ov))
+            prec = 1.0 / av + np.where(pulled, 1.0 / ev, 0.0)
+            m = (am / av + np.where(pulled, em / ev, 0.0)) / prec
+            alt_index = np.where(refuted, -np.inf, m + self.c * np.sqrt(log_t / prec))
+            np.maximum.at(index, a, alt_index)
+        return index
+
+    def _select(self, ids: np.ndarray) -> int:
+        index = self.arm_indices()[ids]
+        unknown = np.isposinf(index)
         if unknown.any():
             return int(ids[np.flatnonzero(unknown)[0]])
-        t = max(self.n_updates_ + 1, 2)
-        return int(ids[self._argmax(mean + self.c * np.sqrt(var * np.log(t)))])
+        return int(ids[self._argmax(index)])
 
 
 @register("oracle-ba-ucb")
@@ -433,3 +665,9 @@ class OracleBAUCB(BAUCB):
         self.adjacency_ = adjacency
         sets = [[tuple(sorted(int(i) for i in graph.predecessors(int(j))))] for j in self.nodes_]
         return sets, _reach(adjacency)
+
+    def _alternatives(self) -> list[list[tuple[int, ...]]]:
+        return [[] for _ in self.nodes_]  # the true graph leaves no structural doubt
+
+    def _gate_regimes(self, valid: np.ndarray, sets: list[list[tuple[int, ...]]]) -> np.ndarray:
+        return valid  # the true descendant relation already decides which rows are valid

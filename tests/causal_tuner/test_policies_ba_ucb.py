@@ -235,3 +235,74 @@ def test_vectorized_combination_matches_estimators_combine():
         assert mean[a] == pytest.approx(expected.mean, rel=1e-9, abs=1e-12)
         assert var[a] == pytest.approx(expected.var, rel=1e-9)
         assert used[a] == expected.used_observational
+
+
+def test_structural_alternatives_reverse_edges_into_the_node_only():
+    """Alternatives are the node's directed parents with 1..max_reversals of them removed."""
+    _, _, ctx = _setup(3, 320)
+    policy = BAUCB(ctx, max_reversals=2)
+    adjacency = policy.adjacency_
+    for pos, j in enumerate(policy.nodes_):
+        directed = {
+            int(i)
+            for i in np.flatnonzero(adjacency[:, j] & ~adjacency[j, :].astype(bool))
+            if i != ctx.reward_index and not policy.detected_descendants_[j, i]
+        }
+        alts = policy._alternatives()[pos]
+        assert len(alts) == len(set(alts))
+        for alt in alts:
+            assert set(alt) < directed and 1 <= len(directed - set(alt)) <= 2
+        n = len(directed)
+        assert len(alts) == min(16, n + n * (n - 1) // 2)
+    assert all(not alts for alts in OracleBAUCB(ctx)._alternatives())
+    assert BAUCB(ctx, max_alternatives=0).alt_arm_.size == 0
+
+
+def test_regime_gate_drops_a_regime_that_cuts_the_effect():
+    """Rows of do(X_k) with k a mediator PC did not see must not enter j's fit."""
+    sem, arms, ctx = _setup(9, 300)
+    policy = BAUCB(ctx)
+    env = SEMBanditEnvironment(sem, arms, horizon=2000, seed=4)
+    graph = ctx.true_graph
+    y = ctx.reward_index
+    # A node j with a child k on a path to Y: the regime do(X_k) cuts part of j's effect.
+    pairs = [
+        (j, k)
+        for j in policy.nodes_
+        for k in graph.successors(int(j))
+        if k != y and nx.has_path(graph, k, y)
+    ]
+    te = sem.total_effects()
+    # The pair whose mediated part (through k) is largest: cutting it moves theta_j most.
+    j, k = max(
+        ((int(a), int(b)) for a, b in pairs), key=lambda jk: abs(te[jk[0], jk[1]] * te[jk[1], y])
+    )
+    assert abs(te[j, k] * te[k, y]) > 0.3
+    arm_ids = [i for i, a in enumerate(arms) if a.node == k]
+    for t in range(1500):
+        i = arm_ids[t % len(arm_ids)]
+        policy.update(arms[i], env.observe(arms[i], t))
+    pos = policy.node_pos_[j]
+    forced = policy.valid_regimes_.copy()
+    forced[pos, k] = True  # as if PC had missed the edge j -> k
+    gated = policy._gate_regimes(forced, policy.adjustment_sets_)
+    assert not gated[pos, k]
+    assert not (gated & ~forced).any()  # the gate only removes regimes
+
+
+def test_known_lockouts_of_the_learned_graph_are_gone():
+    """Graphs of the paper benchmark where BA-UCB never pulled the best arm (its node's
+    estimated parents included a child, or false "descendants" forbade its true edges)."""
+    from causal_tuner.paper_benchmark import FULL, _graph_seeds
+
+    for graph, n_obs in ((30, 320), (43, 160)):
+        sem_seq, obs_seq, noise_seq, policy_seq = _graph_seeds(FULL)[graph].spawn(4)
+        sem = random_parallel_sem(3, 6, 3, seed=np.random.default_rng(sem_seq))
+        arms = plus_minus_arms(range(sem.p - 1))
+        obs = sem.sample(320, seed=np.random.default_rng(obs_seq))
+        env = SEMBanditEnvironment(sem, arms, 3000, seed=np.random.default_rng(noise_seq))
+        ctx = make_context(sem, arms, obs[:n_obs], max_in_degree=3)
+        seed = int(policy_seq.generate_state(1)[0])
+        best = int(np.argmax(env.arm_means))
+        result = run_policy(BAUCB(ctx, seed=seed), env)
+        assert np.mean(result.arm_ids == best) > 0.5, (graph, n_obs)
