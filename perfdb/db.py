@@ -60,6 +60,45 @@ _OP_TABLES: dict[str, tuple[str, ...]] = {
 #: NCCL tables are measured for fp16 ("half") and int8: use the one with the same element size.
 _COLLECTIVE_DTYPE = {"bf16": "fp16", "fp8": "int8", "fp8_block": "int8"}
 _COLLECTIVES = frozenset({"all_reduce", "all_gather", "reduce_scatter", "all_to_all"})
+#: Attention tables are sliced by (compute dtype, KV-cache dtype). Engines do not all file an
+#: fp8 KV cache under the same compute dtype: SGLang's FlashAttention-3 path quantises Q to fp8
+#: when the cache is fp8, so its Hopper tables hold fp8-KV prefill for ordinary head sizes
+#: (64/128/192) under ``(fp8, fp8)`` and keep ``(bf16, fp8)`` for a few wide heads only. A query
+#: is priced from the slice with the same KV dtype that measured its head geometry.
+_ATTENTION_TABLES = frozenset({"context_attention", "generation_attention"})
+
+
+def _structure_distance(sl: _Slice, query: np.ndarray) -> float:
+    """Summed log2 distance from each query structure to the slice's nearest measured one."""
+    dist = np.abs(np.log2(1.0 + query[:, None, :]) - np.log2(1.0 + sl.struct_keys[None, :, :]))
+    return float(dist.sum(axis=2).min(axis=1).sum())
+
+
+def _closest_kv_slice(
+    slices: dict[tuple[str, ...], _Slice],
+    lookup: tuple[str, ...],
+    sub: dict[str, np.ndarray],
+    schema: TableSchema,
+) -> tuple[str, ...]:
+    """Among the attention slices with ``lookup``'s KV dtype, the one whose measured head
+    geometry is nearest the query (``lookup`` itself on ties; see ``_ATTENTION_TABLES``)."""
+    kv_dtype = lookup[1]
+    others = [key for key in slices if key != lookup and key[1] == kv_dtype]
+    if not others:
+        return lookup
+    m = max(np.size(sub[c]) for c in schema.structural)
+    query = np.unique(
+        np.stack(
+            [np.broadcast_to(sub[c], (m,)).astype(np.float64) for c in schema.structural], axis=1
+        ),
+        axis=0,
+    )
+    best, best_dist = lookup, _structure_distance(slices[lookup], query)
+    for key in others:
+        dist = _structure_distance(slices[key], query)
+        if dist < best_dist:
+            best, best_dist = key, dist
+    return best
 
 
 def _roots(root: str | Path | None) -> list[Path]:
@@ -477,6 +516,8 @@ class PerfDB:
                 lookup = alias if alias in slices else None
             else:
                 lookup = None
+            if lookup is not None and name in _ATTENTION_TABLES and schema.structural:
+                lookup = _closest_kv_slice(slices, lookup, sub, schema)
             if lookup is None:
                 if name == "custom_all_reduce":
                     ms[where], src[where] = np.inf, 2

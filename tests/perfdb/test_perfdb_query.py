@@ -353,3 +353,50 @@ def test_vectorized_context_attention_matches_single_queries(h100, b, isl, kv_dt
     for i, bs in enumerate(b):
         one = h100.latency(ContextAttentionOp(bs, isl, 40, 8, 128, kv_dtype=kv_dtype))
         assert one == (pytest.approx(ms[i], rel=1e-12), src[i])
+
+
+def test_fp8_kv_attention_uses_the_slice_that_measured_its_head_size():
+    # SGLang's Hopper tables file fp8-KV prefill for head_dim 128 under (fp8, fp8) and keep
+    # (bf16, fp8) for wide heads only: the query must not extrapolate from the wide heads.
+    import glob
+
+    sglang = load_system("h200_sxm", backend="sglang")
+    path = glob.glob(str(sglang.table_dir / "context_attention.parquet"))[0]
+    table = pd.read_parquet(path)
+    row = table[
+        (table.dtype == "fp8")
+        & (table.kv_dtype == "fp8")
+        & (table.head_dim == 128)
+        & (table.num_kv_heads == 4)
+        & (table.num_heads == 16)
+        & (table.batch_size == 1)
+        & (table.isl == 8192)
+        & (table.prefix_len == 0)
+        & (table.window_size == 0)
+    ]
+    assert len(row) == 1
+    assert 128 not in set(table[(table.dtype == "bf16") & (table.kv_dtype == "fp8")].head_dim)
+    ms, source = sglang.latency(ContextAttentionOp(1, 8192, 16, 4, 128, 0, "bf16", "fp8", 0))
+    assert source == "measured"
+    assert ms == pytest.approx(float(row.latency_ms.iloc[0]))
+    # a wide head that (bf16, fp8) did measure still comes from its own slice
+    wide = table[
+        (table.dtype == "bf16") & (table.kv_dtype == "fp8") & (table.head_dim == 256)
+    ].iloc[0]
+    op = ContextAttentionOp(
+        int(wide.batch_size),
+        int(wide.isl),
+        int(wide.num_heads),
+        int(wide.num_kv_heads),
+        256,
+        int(wide.prefix_len),
+        "bf16",
+        "fp8",
+        int(wide.window_size),
+    )
+    assert sglang.latency(op) == (pytest.approx(float(wide.latency_ms)), "measured")
+    # where (bf16, fp8) covers the head size (TensorRT-LLM), nothing changes
+    trtllm = load_system("h200_sxm", backend="trtllm")
+    assert trtllm.latency(ContextAttentionOp(1, 8192, 16, 4, 128, 0, "bf16", "fp8", 0))[1] == (
+        "measured"
+    )
