@@ -93,6 +93,9 @@ class BAUCB(Policy):
         A structural alternative is refuted once the arm's own mean differs from its prediction
         by more than ``refute_z`` joint standard deviations (lower than ``guard_z``: refuting a
         hypothesis only ends optimism, the main estimate's bias guard still protects the arm).
+    refresh_growth : float
+        The observational (backdoor) side is recomputed once the rows have grown by this fraction
+        since it was last computed (0: every round); the experimental side is always current.
     """
 
     #: Whether the structure is re-learned online (False: fixed, e.g. the true DAG).
@@ -116,6 +119,7 @@ class BAUCB(Policy):
         max_alternatives: int = 16,
         max_reversals: int = 2,
         refute_z: float = 2.0,
+        refresh_growth: float = 0.02,
     ) -> None:
         super().__init__(context, seed=seed)
         for name, value in (
@@ -157,6 +161,9 @@ class BAUCB(Policy):
             raise ValueError(f"max_reversals must be >= 0, got {max_reversals!r}")
         self.max_reversals = int(max_reversals)
         self.refute_z = float(refute_z)
+        if not (np.isfinite(refresh_growth) and refresh_growth >= 0):
+            raise ValueError(f"refresh_growth must be finite and >= 0, got {refresh_growth!r}")
+        self.refresh_growth = float(refresh_growth)
         self._init_state()
 
     # ------------------------------------------------------------------ state
@@ -329,6 +336,7 @@ class BAUCB(Policy):
         self.arm_pair_mask_ = self.arm_node_pos_[:, None] == self.pair_node_[None, :]
         self.rows_at_discovery_ = self.n_rows_
         self._cache_t = -1
+        self._obs_rows = -1
 
     def _padded_regime_grams(self) -> np.ndarray:
         """Per-regime Gram matrices with the identity dummy block (for batched OLS)."""
@@ -557,10 +565,17 @@ class BAUCB(Policy):
             ll = -0.5 * (exp_mean - pred) ** 2 / var - 0.5 * np.log(var)
         return np.where(mask, ll, 0.0).sum(axis=0)
 
-    def arm_estimates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Combined mean and variance per arm, and whether the observational side was used."""
-        if self._cache_t == self.n_updates_:
-            return self._cache
+    def _observational_side(self) -> tuple[np.ndarray, np.ndarray]:
+        """Backdoor estimate of every arm's mean and its variance (``inf``: none).
+
+        A function of the Gram statistics, which move by ``O(1/n)`` per row: it is recomputed
+        when the rows have grown by a fraction ``refresh_growth`` since the last time (and after
+        every structure change), not every round. The experimental side is always current.
+        """
+        grown = self.n_rows_ - self._obs_rows
+        fresh = self._obs_rows >= 0 and self.refresh_growth > 0
+        if fresh and grown < max(1.0, self.refresh_growth * self._obs_rows):
+            return self._obs_side
         ctx = self.context
         k = len(ctx.arms)
         obs_mean = np.zeros(k)
@@ -580,10 +595,20 @@ class BAUCB(Policy):
             obs_mean = means[y] + th * gap
             obs_var = np.maximum(resid_var, 0.0) / n0 + gap**2 * th_var
             obs_mean = np.where(np.isfinite(obs_var), obs_mean, 0.0)
+        self._obs_side = (obs_mean, obs_var)
+        self._obs_rows = self.n_rows_
+        return self._obs_side
+
+    def arm_estimates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Combined mean and variance per arm, and whether the observational side was used."""
+        if self._cache_t == self.n_updates_:
+            return self._cache
+        obs_mean, obs_var = self._observational_side()
+        self._noise_var = self.pooled_noise_var()
         n = self.counts_
         exp_ok = n > 0
         exp_mean = np.where(exp_ok, self.reward_sums_ / np.maximum(n, 1), 0.0)
-        exp_var = np.where(exp_ok, self.pooled_noise_var() / np.maximum(n, 1), np.inf)
+        exp_var = np.where(exp_ok, self._noise_var / np.maximum(n, 1), np.inf)
         obs_ok = np.isfinite(obs_var) & (obs_var > 0)
         conflict = (
             obs_ok
@@ -622,7 +647,7 @@ class BAUCB(Policy):
         if a.size:
             n = self.counts_[a]
             pulled = n > 0
-            ev = np.where(pulled, self.pooled_noise_var() / np.maximum(n, 1), np.inf)
+            ev = np.where(pulled, self._noise_var / np.maximum(n, 1), np.inf)
             em = np.where(pulled, self.reward_sums_[a] / np.maximum(n, 1), 0.0)
             am, av = self.alt_mean_, self.alt_var_
             refuted = pulled & (np.abs(am - em) > self.refute_z * np.sqrt(av + ev))

@@ -104,7 +104,7 @@ def test_bias_guard_drops_a_wrong_observational_side():
     """Corrupt the observational estimate of one arm: after pulls, the guard must drop it."""
     sem, arms, ctx = _setup(9, 300)
     env = SEMBanditEnvironment(sem, arms, horizon=400, seed=1)
-    policy = OracleBAUCB(ctx, guard_z=3.0)
+    policy = OracleBAUCB(ctx, guard_z=3.0, refresh_growth=0.0)  # recompute after the edit
     a = 0
     for t in range(60):
         policy.update(arms[a], env.observe(arms[a], t))
