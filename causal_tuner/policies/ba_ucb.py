@@ -657,7 +657,9 @@ class BAUCB(Policy):
             refuted |= np.isfinite(ov) & (np.abs(am - om) <= self.guard_z * np.sqrt(av + ov))
             prec = 1.0 / av + np.where(pulled, 1.0 / ev, 0.0)
             m = (am / av + np.where(pulled, em / ev, 0.0)) / prec
-            alt_index = np.where(refuted, -np.inf, m + self.c * np.sqrt(log_t / prec))
+            # The hypothesis itself is the optimism: its statistical width is the main index's
+            # (adding it again would explore every arm that has an alternative for nothing).
+            alt_index = np.where(refuted, -np.inf, m)
             np.maximum.at(index, a, alt_index)
         return index
 
