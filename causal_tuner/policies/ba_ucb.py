@@ -25,6 +25,20 @@ Follows ``DESIGN.md`` ("BA-UCB as we implement it"). For every intervenable node
    (vectorized here).
 5. **Index** ``U(a) = mu(a) + c * sqrt(V(a) * log t)``; play the argmax.
 
+Three guards against a wrong structure estimate locking out an arm (an arm whose estimate is
+confidently low is never pulled, so no experiment could correct it):
+
+* **Regime gate.** A pooled experimental regime ``do(X_k)`` is kept in ``j``'s fit only while its
+  own estimate of ``theta_j`` agrees with the prior sample's (a missed edge ``j -> k -> Y`` makes
+  ``do(X_k)`` rows cut part of the effect).
+* **Structural alternatives.** Up to ``max_reversals`` of the edges PC directed into ``j`` are
+  reversed; each resulting parent set is a hypothesis estimated on the prior sample, and the arm's
+  index is the larger of ``U(a)`` and the (experiment-combined) mean under any hypothesis its own
+  pulls have not refuted and the main estimate can tell apart.
+* **Fresh descendant tests.** Experimental "descendant" evidence is recomputed from all rows at
+  every rediscovery at a strict level, never accumulated (accumulated false positives forbid true
+  edges for good).
+
 Everything is kept as Gram-matrix sufficient statistics per *regime* (the node intervened on,
 or none), so an update is ``O(J p^2)`` and a decision is one batched small solve for all
 ``(node, adjustment set)`` pairs, whatever the number of rows. Structure is re-learned when the
