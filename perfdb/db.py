@@ -7,9 +7,11 @@
   fixed launch/latency floor, :func:`perfdb.roofline.reference_ms`) is interpolated
   multilinearly in log-size space (:mod:`perfdb.grid`);
 - ``"roofline"``: outside the grid (efficiency held at the nearest boundary point, latency =
-  reference / efficiency), on a structural value that was never measured (nearest slice's
-  efficiency), with no table for the op at all (``launch + roofline / DEFAULT_EFFICIENCY``), or
-  for ops priced from the spec alone (P2P, element-wise, memory).
+  reference / efficiency), on a structural value that was never measured (the nearest measured
+  structure's size-dependent time scaled by the roofline ratio, plus the table's fixed per-call
+  cost, which does not shrink with the work), with no table for the op at all
+  (``launch + roofline / DEFAULT_EFFICIENCY``), or for ops priced from the spec alone (P2P,
+  element-wise, memory).
 
 All-reduce is the faster of NCCL and the engine's custom all-reduce (CUDA-graph mode), as vLLM
 picks; a collective over one GPU costs 0 ms. No query returns NaN: a non-finite result raises.
@@ -211,6 +213,7 @@ class _Slice:
             self.struct_keys = np.zeros((1, 0))
             self.rows = [np.arange(len(frame))]
         self.grids: dict[int, EfficiencyGrid] = {}
+        self.floor_ms: float | None = None
 
 
 class PerfDB:
@@ -304,6 +307,27 @@ class PerfDB:
                 reference_ms(self._spec, op_type, cols),
             )
         return sl.grids[index]
+
+    def _fixed_floor_ms(self, sl: _Slice, cat: Mapping[str, str], op_type: str) -> float:
+        """The fixed per-call cost of a kernel family (one categorical slice of a table): the
+        fastest latency it measured, minus that shape's roofline (at least the spec's
+        launch/latency floor).
+
+        Fused modules (a MoE layer's routing, permutation and finalisation kernels) pay tens of
+        microseconds per call whatever their size; that part must not be rescaled when a
+        structure's efficiency is transferred to an unmeasured one (see :meth:`_transfer`).
+        """
+        if sl.floor_ms is None:
+            cols: dict[str, Any] = {
+                c: sl.frame[c].to_numpy() for c in (*sl.schema.structural, *sl.schema.grid)
+            }
+            cols.update(cat)
+            latency = sl.frame["latency_ms"].to_numpy()
+            i = int(np.argmin(latency))
+            roof = np.ravel(roofline_ms(self._spec, op_type, cols))
+            launch = np.ravel(reference_ms(self._spec, op_type, cols))
+            sl.floor_ms = float(max(launch[i] - roof[i], latency[i] - roof[i]))
+        return sl.floor_ms
 
     # ------------------------------------------------------------------ queries
     def latency(self, op: Op) -> tuple[float, str]:
@@ -565,18 +589,55 @@ class PerfDB:
         )
         for g in groups:
             rows = slice(None) if len(groups) == 1 else np.flatnonzero(nearest == g)
-            grid = self._grid(
-                sl,
-                int(nearest[0]) if len(groups) == 1 else int(g),
-                cat if name != "custom_all_reduce" else {"dtype": cat["dtype"]},
-                op_type,
-            )
+            index = int(nearest[0]) if len(groups) == 1 else int(g)
+            grid_cat = cat if name != "custom_all_reduce" else {"dtype": cat["dtype"]}
+            grid = self._grid(sl, index, grid_cat, op_type)
             y, s, exact = grid.query([sub[c][rows] for c in schema.grid])
             est = np.exp(y) * roof[rows]
+            transfer = ~struct_exact[rows]
+            if transfer.any():
+                moved = self._transfer(sl, index, grid_cat, op_type, sub, rows, est)
+                est = np.where(transfer, moved, est)
             s = np.where(struct_exact[rows], s, 2).astype(np.int8)
             ms[rows] = np.where(s == 0, exact, est)
             src[rows] = s
         return ms, src
+
+    def _transfer(
+        self,
+        sl: _Slice,
+        index: int,
+        cat: Mapping[str, str],
+        op_type: str,
+        sub: dict[str, np.ndarray],
+        rows: slice | np.ndarray,
+        est: np.ndarray,
+    ) -> np.ndarray:
+        """Price queries of an unmeasured structure from the nearest measured one (``index``).
+
+        ``est`` is the plain transfer: the nearest structure's efficiency against roofline +
+        launch floor, times the query's roofline + launch floor, which shrinks a fused module's
+        fixed cost with its work. Here only the size-dependent part is rescaled and the
+        structure's measured fixed cost is kept: ``F + (near - F) * roof_q / roof_near``, with
+        ``near`` the nearest structure's latency at the query's grid point and ``F`` the
+        slice's fixed floor (:meth:`_fixed_floor_ms`).
+        """
+        part = {k: (v[rows] if v.ndim else v) for k, v in sub.items()}
+        n = len(est)
+        near_cols = dict(part)
+        for j, c in enumerate(sl.schema.structural):
+            near_cols[c] = np.full(n, sl.struct_keys[index, j]).astype(np.int64)
+        cats = _scalar_cats(part)
+        roof_q = np.asarray(roofline_ms(self._spec, op_type, {**part, **cats}), dtype=np.float64)
+        roof_near = np.asarray(
+            roofline_ms(self._spec, op_type, {**near_cols, **cats}), dtype=np.float64
+        )
+        launch = float(
+            reference_ms(self._spec, op_type, {**part, **cats}).ravel()[0] - roof_q.ravel()[0]
+        )
+        near = est / (roof_q + launch) * (roof_near + launch)
+        floor = self._fixed_floor_ms(sl, cat, op_type)
+        return floor + np.maximum(near - floor, 0.0) * roof_q / roof_near
 
 
 def _scalar_cats(sub: dict[str, np.ndarray]) -> dict[str, Any]:

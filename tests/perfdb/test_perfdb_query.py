@@ -170,6 +170,32 @@ def test_unmeasured_structure_is_roofline_not_interpolated(h100):
     assert source == "roofline" and ms > h100.latency(ContextAttentionOp(2, 1024, 32, 8, 128))[0]
 
 
+def test_unmeasured_structure_keeps_the_fixed_cost():
+    """h200/trtllm measures gpt-oss MoE only at moe_tp=1: a TP-split query rescales the
+    work but keeps the fused module's fixed cost (it pays ~70 us even with one token)."""
+    db = load_system("h200_sxm", backend="trtllm")
+
+    def moe(tokens, tp=1, ep=1):
+        op = MoEOp(tokens, 2880, 2880, 4, 128, tp, ep, "w4a16_mxfp4", "power_law_1.01")
+        return db.latency(op)
+
+    one_token, source = moe(1)
+    assert source == "measured" and one_token > 0.05
+    floor = db._fixed_floor_ms(
+        db._table_slices("moe")[("w4a16_mxfp4", "power_law_1.01")],
+        {"dtype": "w4a16_mxfp4", "distribution": "power_law_1.01"},
+        "moe",
+    )
+    assert 0.04 < floor < one_token
+    for tokens in (4, 16, 64):
+        full, _ = moe(tokens)
+        split = [moe(tokens, tp)[0] for tp in (2, 4, 8)]
+        assert all(moe(tokens, tp)[1] == "roofline" for tp in (2, 4, 8))
+        assert full > split[0] > split[1] > split[2] > floor  # less work, never below the floor
+        # the size-dependent part shrinks at most in proportion to the split
+        assert split[2] - floor >= (full - floor) / 8 * 0.5
+
+
 def test_spec_priced_ops(h100):
     spec = h100.spec
     ms, source = h100.latency(ElementwiseOp(10**9))
