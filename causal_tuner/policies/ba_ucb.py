@@ -141,18 +141,24 @@ class BAUCB(Policy):
             ("guard_z", guard_z),
             ("descendant_z", descendant_z),
             ("refute_z", refute_z),
+            ("rediscover_growth", rediscover_growth),
+            ("refresh_growth", refresh_growth),
         ):
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+        for name, value, least in (
+            ("max_sets", max_sets, 1),
+            ("rediscover_min_rows", rediscover_min_rows, 1),
+            ("regime_min_rows", regime_min_rows, 1),
+            ("max_alternatives", max_alternatives, 0),
+            ("max_reversals", max_reversals, 0),
+        ):
+            if int(value) < least:
+                raise ValueError(f"{name} must be >= {least}, got {value!r}")
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-        if int(max_sets) < 1:
-            raise ValueError(f"max_sets must be >= 1, got {max_sets!r}")
-        if int(rediscover_min_rows) < 1 or not rediscover_growth >= 0:
-            raise ValueError(
-                "rediscover_min_rows must be >= 1 and rediscover_growth >= 0, got "
-                f"{rediscover_min_rows!r}, {rediscover_growth!r}"
-            )
+        if np.isnan(regime_z) or regime_z < 0:
+            raise ValueError(f"regime_z must be >= 0 (inf: no check), got {regime_z!r}")
         self.c = float(c)
         self.alpha = float(alpha)
         self.guard_z = float(guard_z)
@@ -161,22 +167,11 @@ class BAUCB(Policy):
         self.rediscover_min_rows = int(rediscover_min_rows)
         self.rediscover_growth = float(rediscover_growth)
         self.max_cond_size = max_cond_size
-        if np.isnan(regime_z) or regime_z < 0:
-            raise ValueError(f"regime_z must be >= 0 (inf: no check), got {regime_z!r}")
-        if int(regime_min_rows) < 1 or int(max_alternatives) < 0:
-            raise ValueError(
-                "regime_min_rows must be >= 1 and max_alternatives >= 0, got "
-                f"{regime_min_rows!r}, {max_alternatives!r}"
-            )
         self.regime_z = float(regime_z)
         self.regime_min_rows = int(regime_min_rows)
         self.max_alternatives = int(max_alternatives)
-        if int(max_reversals) < 0:
-            raise ValueError(f"max_reversals must be >= 0, got {max_reversals!r}")
         self.max_reversals = int(max_reversals)
         self.refute_z = float(refute_z)
-        if not (np.isfinite(refresh_growth) and refresh_growth >= 0):
-            raise ValueError(f"refresh_growth must be finite and >= 0, got {refresh_growth!r}")
         self.refresh_growth = float(refresh_growth)
         self._init_state()
 

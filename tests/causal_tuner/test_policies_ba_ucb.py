@@ -204,6 +204,16 @@ def test_ba_ucb_parameter_validation():
         BAUCB(ctx, alpha=1.5)
     with pytest.raises(ValueError, match="guard_z"):
         BAUCB(ctx, guard_z=-1.0)
+    for name, bad in (
+        ("refute_z", float("nan")),
+        ("refresh_growth", -0.1),
+        ("regime_z", float("nan")),
+        ("max_reversals", -1),
+        ("regime_min_rows", 0),
+    ):
+        with pytest.raises(ValueError, match=name):
+            BAUCB(ctx, **{name: bad})
+    BAUCB(ctx, regime_z=float("inf"), max_alternatives=0)  # both switch a guard off
 
 
 def test_vectorized_combination_matches_estimators_combine():
