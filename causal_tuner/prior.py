@@ -215,9 +215,18 @@ class AnalyticalPrior:
             return 0.0
         rate = float(context["request_rate_rps"])
         osl = float(context["mean_output_tokens"])
-        # the analytical model flags overload itself (prefill saturation, or more requests in
-        # flight than max_num_seqs / the KV cache admit: infinite TTFT, the served rate)
         stable = math.isfinite(est.ttft_ms) and math.isfinite(est.tpot_ms)
+        if stable:
+            # Little's law: the requests each replica must hold at once to keep up. Beyond the
+            # running cap (max_num_seqs, or the KV cache) the waiting queue grows without bound
+            # and TTFT with it, which the steady-state estimate does not flag by itself.
+            cap = float(config.get("max_num_seqs", 256))
+            if est.memory is not None:
+                isl = float(context["mean_prompt_tokens"])
+                cap = min(cap, est.memory.kv_capacity_tokens / (isl + osl))
+            per_replica = rate / max(self.replicas(config), 1)
+            in_flight = per_replica * (est.ttft_ms + max(osl - 1.0, 0.0) * est.tpot_ms) / 1e3
+            stable = in_flight <= cap
         served_tok_s = rate * osl if stable else est.output_tok_s_per_gpu * est.num_gpus
         kind = self.objective.kind
         if kind == "throughput":

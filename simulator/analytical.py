@@ -446,10 +446,7 @@ def estimate_aggregated(
     Returns
     -------
     ServingEstimate
-        With an open-loop rate beyond capacity, infinite TTFT: when prefill saturates (TPOT
-        infinite too), or when more requests would be in flight than ``max_num_seqs`` or the KV
-        cache admit (TPOT that of the full running batch, throughput the served rate, the
-        reason in ``details["overloaded"]``).
+        Infinite TTFT/TPOT when an open-loop rate exceeds capacity.
 
     Raises
     ------
@@ -494,22 +491,10 @@ def estimate_aggregated(
         return rep
 
     tpot_seed = model.decode_step_ms(1, isl + osl / 2, cuda_graphs=batching.cuda_graphs)
-    overloaded = ""
     if workload.request_rate is not None:
         lam = workload.request_rate / 1e3 / ranks
         rep = solve(lam, tpot_seed)
         queued_wait = 0.0
-        cycle = rep.ttft + max(osl - 1, 0) * rep.tpot
-        if math.isfinite(cycle) and lam * cycle > running_cap * (1 + 1e-6):
-            # Little's law: more requests would be in flight than max_num_seqs (or the KV
-            # cache) admits, so the waiting queue grows without bound; the running batch
-            # serves at most running_cap / cycle requests per ms.
-            overloaded = (
-                f"{lam * cycle:.0f} requests in flight per replica needed, "
-                f"{running_cap:.0f} admitted (max_num_seqs or KV cache)"
-            )
-            queued_wait = math.inf
-            lam = running_cap / cycle
     else:
         clients = workload.concurrency / ranks
         # closed loop: lam = clients / cycle(lam), with at most running_cap requests admitted
@@ -560,7 +545,6 @@ def estimate_aggregated(
     total_rate = lam * ranks * 1e3  # req/s
     if workload.concurrency is not None and math.isfinite(latency) and latency > 0:
         total_rate = workload.concurrency / (latency / 1e3)  # Little's law over the whole run
-    served = math.isfinite(latency) or (overloaded and math.isfinite(rep.tpot))
     return ServingEstimate(
         mode="agg",
         num_gpus=gpus,
@@ -569,17 +553,13 @@ def estimate_aggregated(
         tpot_ms=rep.tpot,
         tpot_p90_ms=rep.tpot_p90,
         request_latency_ms=latency,
-        output_tok_s_per_gpu=total_rate * osl / gpus if served else 0.0,
+        output_tok_s_per_gpu=total_rate * osl / gpus if math.isfinite(latency) else 0.0,
         output_tok_s_per_user=1e3 / rep.tpot if rep.tpot > 0 else math.inf,
         request_rate_per_s=total_rate,
         running_requests=rep.lam * (rep.ttft + max(osl - 1, 0) * rep.tpot) * ranks,
         prefill_utilization=rep.rho,
         memory=mem,
-        details={
-            "decode_batch_per_rank": rep.decode_batch,
-            "mixed_batching": mixed,
-            **({"overloaded": overloaded} if overloaded else {}),
-        },
+        details={"decode_batch_per_rank": rep.decode_batch, "mixed_batching": mixed},
     )
 
 

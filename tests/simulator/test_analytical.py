@@ -75,25 +75,6 @@ def test_open_loop_overload_is_infinite(llama70):
     assert not math.isfinite(over.ttft_ms) and not over.meets(ttft_ms=1e9)
 
 
-def test_open_loop_beyond_max_num_seqs_is_overload_not_a_silent_cap(llama70):
-    """Prefill keeps up but the running batch cannot hold the requests Little's law demands:
-    the queue grows without bound (infinite TTFT), served throughput = running cap / cycle."""
-    wl = Workload(256, 1024, request_rate=4.0)  # long outputs: ~4 req/s x ~cycle s in flight
-    small = BatchingConfig(max_num_seqs=4)
-    big = estimate_aggregated(llama70, wl)
-    assert math.isfinite(big.ttft_ms) and "overloaded" not in big.details
-    in_flight = big.request_rate_per_s * big.request_latency_ms / 1e3
-    assert in_flight > 4  # the uncapped engine needs more than 4 running requests
-    over = estimate_aggregated(llama70, wl, small)
-    assert not math.isfinite(over.ttft_ms) and not over.meets(ttft_ms=1e9)
-    assert "max_num_seqs" in over.details["overloaded"]
-    assert math.isfinite(over.tpot_ms) and over.tpot_ms < big.tpot_ms
-    served = over.output_tok_s_per_gpu * over.num_gpus
-    assert 0 < served < 4.0 * 1024
-    cycle_s = (1023 * over.tpot_ms) / 1e3
-    assert served == pytest.approx(4 / cycle_s * 1024, rel=0.15)
-
-
 def test_non_mixing_scheduler_runs_in_lockstep_bursts():
     kw = dict(model="meta-llama/Llama-3.1-8B", system="h100_sxm")
     vllm = AnalyticalStepModel.from_names(backend="vllm", **kw)
