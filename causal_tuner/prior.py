@@ -224,10 +224,17 @@ class AnalyticalPrior:
             if est.memory is not None:
                 isl = float(context["mean_prompt_tokens"])
                 cap = min(cap, est.memory.kv_capacity_tokens / (isl + osl))
-            per_replica = rate / max(self.replicas(config), 1)
-            in_flight = per_replica * (est.ttft_ms + max(osl - 1.0, 0.0) * est.tpot_ms) / 1e3
-            stable = in_flight <= cap
-        served_tok_s = rate * osl if stable else est.output_tok_s_per_gpu * est.num_gpus
+            replicas = max(self.replicas(config), 1)
+            cycle_s = (est.ttft_ms + max(osl - 1.0, 0.0) * est.tpot_ms) / 1e3
+            stable = rate / replicas * cycle_s <= cap
+            if not stable:
+                # the running batch is full: each replica completes cap requests per cycle (the
+                # steady-state estimate would report the offered rate as served)
+                served_tok_s = cap / cycle_s * osl * replicas
+        if stable:
+            served_tok_s = rate * osl
+        elif not math.isfinite(est.ttft_ms) or not math.isfinite(est.tpot_ms):
+            served_tok_s = est.output_tok_s_per_gpu * est.num_gpus
         kind = self.objective.kind
         if kind == "throughput":
             return served_tok_s

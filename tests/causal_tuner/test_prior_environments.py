@@ -51,6 +51,20 @@ def test_prior_flags_overload_and_infeasible_configs():
         prior.reward({"max_num_seqs": 8}, {"request_rate_rps": 0.0})
 
 
+def test_prior_throughput_of_a_full_running_batch_is_its_capacity():
+    """Under max_num_seqs overload the served rate is cap / cycle, not the offered rate."""
+    thr = Objective(kind="throughput")
+    prior = AnalyticalPrior("meta-llama/Llama-3.1-8B", "h100_sxm", gpus=1, objective=thr)
+    offered = 4.0 * 200.0
+    assert prior.reward({"max_num_seqs": 256}, CTX) == pytest.approx(offered)
+    capped = prior.reward({"max_num_seqs": 4}, CTX)
+    est = prior.estimate({"max_num_seqs": 4}, CTX)
+    cycle_s = (est.ttft_ms + 199.0 * est.tpot_ms) / 1e3
+    assert 0 < capped < offered
+    assert capped == pytest.approx(4 / cycle_s * 200.0, rel=1e-9)
+    assert prior.reward({"max_num_seqs": 8}, CTX) > capped  # more room, more served
+
+
 def test_prior_constrains_a_space():
     prior = AnalyticalPrior("meta-llama/Llama-3.1-8B", "h100_sxm", gpus=2, objective=OBJ)
     space = prior.constrain(
