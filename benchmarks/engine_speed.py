@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -28,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from results_md import write_marked_block
+from results_md import machine, write_marked_block
 
 from simulator.cluster import Deployment, _step_model, single_replica
 from simulator.engine import EngineConfig
@@ -37,16 +35,6 @@ from simulator.traces import load_trace
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "## Serving engine: speed and fidelity"
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    return f"{nproc} cores (`nproc`), {cpu}, Python {platform.python_version()}"
 
 
 def write_results(text: str, marker: str) -> None:

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -34,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from results_md import write_marked_block
+from results_md import machine, write_marked_block
 from tqdm import tqdm
 
 from simulator.analytical import (
@@ -70,19 +68,6 @@ QUANT = {
 def calibration_half(row_id: str) -> bool:
     """The documented split: rows whose SHA-1 (of the id) is even calibrate."""
     return int(hashlib.sha1(row_id.encode()).hexdigest(), 16) % 2 == 0
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    return f"{nproc} cores (`nproc`), {cpu}, Python {platform.python_version()}"
 
 
 def _precision(row: pd.Series) -> Precision:

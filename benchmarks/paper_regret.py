@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import click
 import pandas as pd
+from results_md import machine
 
 from causal_tuner.paper_benchmark import (
     FULL,
@@ -44,18 +44,6 @@ from causal_tuner.paper_benchmark import (
 HEADING = "## Causal-bandit core: paper reproduction"
 ROOT = Path(__file__).resolve().parents[1]
 SCALING_POLICIES = ("ba-ucb", "oracle-ba-ucb", "cn-ucb", "ucb1", "thompson")
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPUs (nproc), {model}, Python {platform.python_version()}"
 
 
 def save(result: BenchmarkResult, out: Path, tag: str, collected: bool = False) -> dict:

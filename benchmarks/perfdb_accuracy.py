@@ -21,15 +21,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import platform
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from results_md import machine
 from tqdm import tqdm
 
 from perfdb import load_system
@@ -297,19 +296,6 @@ def bootstrap_ci(errors: np.ndarray, q: float, rng: np.random.Generator, n_boot:
     draws = rng.integers(0, len(errors), size=(n_boot, len(errors)))
     stats = np.quantile(errors[draws], q, axis=1)
     return np.quantile(stats, [0.025, 0.975])
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    return f"`nproc` = {nproc}, CPU: {cpu}, Python {platform.python_version()}"
 
 
 def write_section(subheading: str, body: str) -> None:

@@ -7,6 +7,8 @@ section) when missing (:func:`write_marked_block`). Text outside the target is n
 
 from __future__ import annotations
 
+import os
+import platform
 import re
 from pathlib import Path
 
@@ -44,3 +46,23 @@ def write_marked_block(text: str, section: str, marker: str, path: Path = RESULT
         body, rest = (tail, "") if nxt < 0 else (tail[:nxt], tail[nxt:])
         doc = head + section + body.rstrip() + "\n\n" + block + "\n" + rest
     path.write_text(doc)
+
+
+def machine() -> str:
+    """One line on the machine a benchmark ran on (cores as ``nproc`` counts them, CPU, Python)."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))  # what nproc prints
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return (
+        f"{cores} cores (`nproc`), {cpu}, {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}"
+    )

@@ -27,9 +27,7 @@ import argparse
 import contextlib
 import io
 import os
-import platform
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +38,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from results_md import machine
 from tqdm import tqdm
 
 from causal_tuner import (
@@ -309,20 +308,6 @@ def markdown(
             f"{online['final_shd']} | {online['obs_only_shd']} |",
         ]
     return "\n".join(lines) + "\n"
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    try:
-        nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        nproc = str(os.cpu_count())
-    return f"{cpu}, nproc={nproc}, Python {platform.python_version()}"
 
 
 def write_results(body: str) -> None:

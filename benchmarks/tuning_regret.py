@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import pickle
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from results_md import write_section
+from results_md import machine, write_section
 
 from causal_tuner.tuning_benchmark import (
     DEFAULT_POLICIES,
@@ -92,20 +91,6 @@ def _git_head() -> str:
         return out.stdout.strip() or "unknown"
     except OSError:
         return "unknown"
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}"
 
 
 def main(argv: list[str] | None = None) -> int:

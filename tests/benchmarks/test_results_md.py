@@ -33,3 +33,12 @@ def test_marked_block_is_added_once_then_replaced_in_place(tmp_path):
     assert twice == once.replace("first", "second")
     results_md.write_marked_block("x", "## New", "m", path)
     assert path.read_text().rstrip().endswith("## New\n\n<!-- m:start -->\nx\n<!-- m:end -->")
+
+
+def test_machine_line_names_cores_cpu_and_python():
+    import platform
+
+    line = results_md.machine()
+    cores = int(line.split(" cores", 1)[0])
+    assert cores >= 1
+    assert f"Python {platform.python_version()}" in line

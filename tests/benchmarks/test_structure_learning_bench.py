@@ -1,6 +1,7 @@
 """A tiny run of benchmarks/structure_learning.py: our PC is not worse than causal-learn's."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,9 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "structure_learnin
 
 
 def load_benchmark():
+    # run as a script, its folder is on sys.path (for the shared results_md helpers)
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("structure_learning_bench", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
