@@ -477,21 +477,32 @@ class BAUCB(Policy):
         )
         with np.errstate(all="ignore"):
             theta, theta_var = coef[:, 1], sigma2 * inv[:, 1, 1]
-        g = self.regime_grams_[self.p_]
-        means = g[0, 1:] / n0
-        cov = (g[1:, 1:] - n0 * np.outer(means, means)) / (n0 - 1)
         node_pos = np.array(node_pos)
         # One entry per (arm, alternative) of that arm's node.
         arm_idx, fit_idx = np.nonzero(self.arm_node_pos_[:, None] == node_pos[None, :])
-        j = self.nodes_[self.arm_node_pos_[arm_idx]]
-        th, th_var = theta[fit_idx], theta_var[fit_idx]
-        resid = cov[y, y] - 2 * th * cov[j, y] + th**2 * cov[j, j]
-        gap = self.arm_values_[arm_idx] - means[j]
-        var = np.maximum(resid, 0.0) / n0 + gap**2 * th_var
-        ok = np.isfinite(th) & np.isfinite(var) & (var > 0)
+        mean, var = self._arm_prediction(arm_idx, theta[fit_idx], theta_var[fit_idx])
+        ok = np.isfinite(mean) & np.isfinite(var) & (var > 0)
         self.alt_arm_ = arm_idx[ok]
-        self.alt_mean_ = (means[y] + th * gap)[ok]
+        self.alt_mean_ = mean[ok]
         self.alt_var_ = var[ok]
+
+    def _arm_prediction(
+        self, arm_idx: np.ndarray, theta: np.ndarray, theta_var: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``E[Y | do(X_j = v)]`` of arms ``arm_idx`` from effects ``theta`` of their nodes.
+
+        The level comes from the prior sample: ``mean(Y) + theta (v - mean X_j)``, with variance
+        ``Var(Y - theta X_j) / n_obs + (v - mean X_j)^2 Var(theta)``.
+        """
+        g = self.regime_grams_[self.p_]
+        n0 = g[0, 0]
+        means = g[0, 1:] / n0
+        cov = (g[1:, 1:] - n0 * np.outer(means, means)) / (n0 - 1)
+        y = self.context.reward_index
+        j = self.nodes_[self.arm_node_pos_[arm_idx]]
+        resid = cov[y, y] - 2 * theta * cov[j, y] + theta**2 * cov[j, j]
+        gap = self.arm_values_[arm_idx] - means[j]
+        return means[y] + theta * gap, np.maximum(resid, 0.0) / n0 + gap**2 * theta_var
 
     # ------------------------------------------------------------------ updates
     def _observe(self, idx: int, obs: np.ndarray) -> None:
@@ -591,18 +602,9 @@ class BAUCB(Policy):
         obs_var = np.full(k, np.inf)
         if self.n_obs_ >= 3:
             theta, theta_var = self.effect_estimates()
-            g = self.regime_grams_[self.p_]
-            n0 = g[0, 0]
-            means = g[0, 1:] / n0
-            cov = (g[1:, 1:] - n0 * np.outer(means, means)) / (n0 - 1)
-            y = ctx.reward_index
-            j = self.nodes_[self.arm_node_pos_]
-            th = theta[self.arm_node_pos_]
-            th_var = theta_var[self.arm_node_pos_]
-            resid_var = cov[y, y] - 2 * th * cov[j, y] + th**2 * cov[j, j]
-            gap = self.arm_values_ - means[j]
-            obs_mean = means[y] + th * gap
-            obs_var = np.maximum(resid_var, 0.0) / n0 + gap**2 * th_var
+            arms = np.arange(k)
+            pos = self.arm_node_pos_
+            obs_mean, obs_var = self._arm_prediction(arms, theta[pos], theta_var[pos])
             obs_mean = np.where(np.isfinite(obs_var), obs_mean, 0.0)
         self._obs_side = (obs_mean, obs_var)
         self._obs_rows = self.n_rows_
