@@ -420,6 +420,49 @@ def _replica_at_rate(
     return _Replica(lam, ttft, tpot, tpot_p90, ttft_p90, rho, service, d)
 
 
+_Z90 = 1.2815515655446004
+
+
+def lognormal_from_mean_p90(mean: float, p90: float) -> tuple[float, float]:
+    """``(mu, sigma)`` of the log-normal with this mean and 90th percentile.
+
+    ``sigma = 0`` when ``p90 <= mean`` (fixed lengths); when no log-normal has both, the widest
+    one matching the mean (``sigma`` = the 90th-percentile z-score) is used.
+    """
+    if not (mean > 0 and math.isfinite(mean)):
+        raise ValueError(f"mean must be a positive number, got {mean!r}")
+    d = math.log(p90 / mean) if p90 > 0 else -math.inf
+    if d <= 0:
+        return math.log(mean), 0.0
+    # mean = exp(mu + s^2/2), p90 = exp(mu + z s)  =>  s^2/2 - z s + d = 0 (the smaller root)
+    s = _Z90 - math.sqrt(max(_Z90**2 - 2.0 * d, 0.0))
+    return math.log(mean) - s * s / 2.0, s
+
+
+def admitted_prompts(isl: float, isl_p90: float, limit: float) -> tuple[float, float, float]:
+    """Prompts an engine admits when it rejects those longer than ``limit`` tokens.
+
+    vLLM with chunked prefill off cannot split a prompt over steps, so a prompt longer than
+    ``max_num_batched_tokens`` is rejected. With prompt lengths log-normal through the mean and
+    the 90th percentile, returns ``(admitted fraction, mean, 90th percentile)`` of the admitted
+    prompts (the truncated log-normal; fixed lengths are all admitted or all rejected).
+    """
+    mu, s = lognormal_from_mean_p90(isl, isl_p90)
+    if s == 0.0:
+        return (1.0, isl, isl_p90) if isl <= limit else (0.0, isl, isl_p90)
+    from scipy.stats import norm
+
+    a = (math.log(limit) - mu) / s
+    frac = float(norm.cdf(a))
+    if frac >= 1.0 - 1e-9:
+        return 1.0, isl, isl_p90
+    if frac <= 1e-9:
+        return 0.0, isl, isl_p90
+    mean = math.exp(mu + s * s / 2.0) * float(norm.cdf(a - s)) / frac
+    p90 = math.exp(mu + s * float(norm.ppf(0.9 * frac)))
+    return frac, mean, p90
+
+
 def estimate_aggregated(
     model: AnalyticalStepModel,
     workload: Workload,
@@ -474,6 +517,19 @@ def estimate_aggregated(
         )
     isl, osl = workload.isl, workload.osl
     isl_p90 = workload.isl_p90 or isl
+    admitted = 1.0
+    if not batching.chunked_prefill:
+        # prompts that do not fit one step's token budget are rejected (vLLM cannot serve
+        # them unchunked); the rest are what the engine serves
+        admitted, isl, isl_p90 = admitted_prompts(isl, isl_p90, batching.max_num_batched_tokens)
+        if admitted == 0.0:
+            raise ValueError(
+                f"every prompt ({workload.isl:.0f} tokens mean) is longer than "
+                f"max_num_batched_tokens={batching.max_num_batched_tokens} with chunked "
+                "prefill off: the engine would reject them all"
+            )
+        if workload.request_rate is not None:
+            workload = replace(workload, request_rate=workload.request_rate * admitted)
     ranks = replicas * model.parallel.attention_dp
     kv_cap_requests = mem.kv_capacity_tokens / (isl + osl)
     running_cap = max(min(batching.max_num_seqs, kv_cap_requests), 1.0)
@@ -559,7 +615,11 @@ def estimate_aggregated(
         running_requests=rep.lam * (rep.ttft + max(osl - 1, 0) * rep.tpot) * ranks,
         prefill_utilization=rep.rho,
         memory=mem,
-        details={"decode_batch_per_rank": rep.decode_batch, "mixed_batching": mixed},
+        details={
+            "decode_batch_per_rank": rep.decode_batch,
+            "mixed_batching": mixed,
+            "rejected_fraction": 1.0 - admitted,
+        },
     )
 
 

@@ -122,3 +122,36 @@ def test_disaggregated_more_prefill_workers_cut_ttft(llama70):
     assert one.details["kv_transfer_ms"] > 0
     in_flight = one.request_rate_per_s * one.request_latency_ms / 1e3
     assert in_flight == pytest.approx(64, rel=0.03)
+
+
+def test_admitted_prompts_truncate_the_length_distribution():
+    from simulator.analytical import admitted_prompts
+
+    # fixed lengths: all or nothing
+    assert admitted_prompts(1000.0, 1000.0, 2048) == (1.0, 1000.0, 1000.0)
+    assert admitted_prompts(3000.0, 3000.0, 2048)[0] == 0.0
+    # a spread: the long tail is cut, the admitted mean and p90 drop below the limit
+    frac, mean, p90 = admitted_prompts(2000.0, 4400.0, 2048)
+    assert 0.3 < frac < 0.9
+    assert mean < 2000.0 and p90 <= 2048.0 and mean < p90
+    fracs = [admitted_prompts(2000.0, 4400.0, lim)[0] for lim in (512, 2048, 8192, 65536)]
+    assert fracs == sorted(fracs) and fracs[-1] > 0.99
+
+
+def test_unchunked_prompts_over_the_budget_are_rejected(llama70):
+    wl = Workload(isl=2000, osl=100, request_rate=1.0, isl_p90=4400, osl_p90=200)
+    on = estimate_aggregated(llama70, wl, BatchingConfig(max_num_batched_tokens=2048))
+    off = estimate_aggregated(
+        llama70, wl, BatchingConfig(max_num_batched_tokens=2048, chunked_prefill=False)
+    )
+    assert on.details["rejected_fraction"] == 0.0
+    rejected = off.details["rejected_fraction"]
+    assert 0.1 < rejected < 0.7
+    # the served rate is the admitted part of the offered one
+    assert off.request_rate_per_s == pytest.approx(1.0 * (1 - rejected), rel=1e-6)
+    assert on.request_rate_per_s == pytest.approx(1.0, rel=1e-6)
+    fixed = Workload(isl=3000, osl=100, request_rate=1.0)
+    with pytest.raises(ValueError, match="max_num_batched_tokens=2048 with chunked prefill off"):
+        estimate_aggregated(
+            llama70, fixed, BatchingConfig(max_num_batched_tokens=2048, chunked_prefill=False)
+        )
