@@ -252,6 +252,7 @@ class WindowObservation:
     mean_prompt_tokens: float = _tier(0, "mean prompt length of arrivals")
     mean_output_tokens: float = _tier(0, "mean output length of arrivals")
     prefix_hit_ratio: float = _tier(0, "prefix-cache hit tokens / prompt tokens admitted")
+    arrival_cv2: float = _tier(0, "squared coefficient of variation of inter-arrival gaps")
     # tier 1: knobs (the arms)
     max_num_seqs: float = _tier(1, "EngineConfig.max_num_seqs")
     max_num_batched_tokens: float = _tier(1, "EngineConfig.max_num_batched_tokens")
@@ -292,6 +293,17 @@ class WindowObservation:
     def to_dict(self) -> dict[str, float]:
         """All fields, window bounds included."""
         return asdict(self)
+
+
+def _gap_cv2(arrival_ms: np.ndarray) -> float:
+    """Squared coefficient of variation of the gaps between arrivals (1 for Poisson; bursts
+    push it up): the arrival variability of Kingman's queueing formula. NaN with fewer than
+    three arrivals."""
+    if len(arrival_ms) < 3:
+        return math.nan
+    gaps = np.diff(np.sort(arrival_ms))
+    mean = float(gaps.mean())
+    return float(gaps.var() / mean**2) if mean > 0 else math.nan
 
 
 def _knob_values(config: EngineConfig) -> dict[str, float]:
@@ -401,6 +413,7 @@ def window_observations(
                 prefix_hit_ratio=float(hits.sum() / prompt_arr.sum())
                 if arrived.any()
                 else math.nan,
+                arrival_cv2=_gap_cv2(arrival[arrived]),
                 **knobs,
                 mean_running_batch=float(np.sum(frac * dur * s_run)) / (hi - lo),
                 mean_waiting=float(np.sum(frac * dur * s_wait)) / (hi - lo),

@@ -157,3 +157,22 @@ def test_mixed_replica_configs_need_an_explicit_replica():
     second = window_observations(res, window_s=1.0, replica=1)
     assert all(o.max_num_seqs == 8 for o in second)
     assert sum(o.request_rate_rps for o in second) == pytest.approx(10.0)
+
+
+def test_arrival_cv2_separates_poisson_from_bursts():
+    rng = np.random.default_rng(3)
+    n = 400
+    poisson = np.cumsum(rng.exponential(150.0, n))
+    # the same number of requests in bursts of 20 arriving together
+    bursty = np.repeat(np.sort(rng.uniform(0, poisson[-1], n // 20)), 20) + rng.uniform(0, 5, n)
+    cv2 = {}
+    for name, arrivals in (("poisson", poisson), ("bursty", np.sort(bursty))):
+        trace = Trace(arrivals, np.full(n, 200), np.full(n, 20))
+        res = single_replica(EngineConfig(), LinearCost(), num_kv_blocks=800).run(trace, seed=0)
+        (obs,) = window_observations(res, window_s=arrivals[-1] / 1000.0 + 1.0)
+        cv2[name] = obs.arrival_cv2
+    assert 0.7 < cv2["poisson"] < 1.4
+    assert cv2["bursty"] > 5.0
+    few = Trace(np.array([0.0, 10.0]), np.array([100, 100]), np.array([5, 5]))
+    res = single_replica(EngineConfig(), LinearCost(), num_kv_blocks=800).run(few, seed=0)
+    assert math.isnan(window_observations(res, window_s=10.0)[0].arrival_cv2)
