@@ -30,6 +30,7 @@ from causal_tuner.tuning_benchmark import (
     NON_CAUSAL_BASELINES,
     SCENARIOS,
     build_scenario,
+    make_prior,
     paired_ratio,
     plot_regret,
     run_scenario,
@@ -44,14 +45,16 @@ POOL_FILES: dict[str, str] = {}
 SECTION = "## Tuning regret: BA-UCB with the analytical prior vs baselines (scenarios a-f)"
 
 
-def _code_version() -> str:
-    """Hash of the simulator and environment code: a changed simulator invalidates pools."""
+def _code_version(name: str) -> str:
+    """Hash of the simulator and environment code and of the scenario's definition: a changed
+    simulator or scenario invalidates its pools."""
     h = hashlib.sha1()
     for path in [
         *sorted((ROOT / "simulator").glob("*.py")),
         ROOT / "causal_tuner" / "environments.py",
     ]:
         h.update(path.read_bytes())
+    h.update(repr(SCENARIOS[name]).encode())
     return h.hexdigest()[:10]
 
 
@@ -62,7 +65,7 @@ def built(name: str, pool_size: int, allow_stale: bool = False):
     simulator code changed since (their code hash is reported with the results).
     """
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"{name}_pool{pool_size}_{_code_version()}.pkl"
+    path = CACHE / f"{name}_pool{pool_size}_{_code_version(name)}.pkl"
     if not path.exists() and allow_stale:
         older = sorted(CACHE.glob(f"{name}_pool{pool_size}_*.pkl"), key=lambda p: p.stat().st_mtime)
         if older:
@@ -71,7 +74,10 @@ def built(name: str, pool_size: int, allow_stale: bool = False):
     if path.exists():
         POOL_FILES[name] = path.name
         with path.open("rb") as fh:
-            return pickle.load(fh)
+            b = pickle.load(fh)
+        # the pools are the simulator's; the prior is the tuner's code, built fresh each run
+        b.prior = make_prior(b.scenario)
+        return b
     t0 = time.perf_counter()
     b = build_scenario(SCENARIOS[name], pool_size=pool_size)
     print(f"scenario {name}: simulated pools in {time.perf_counter() - t0:.0f} s", flush=True)

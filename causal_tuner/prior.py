@@ -17,15 +17,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from causal_tuner.knobs import KnobSpace
 from causal_tuner.objective import Objective
-from simulator.analytical import BatchingConfig, ServingEstimate, Workload, estimate_aggregated
+from simulator.analytical import (
+    DEFAULT_QUEUE,
+    BatchingConfig,
+    ServingEstimate,
+    Workload,
+    estimate_aggregated,
+    lognormal_from_mean_p90,
+)
 from simulator.cluster import Deployment
 
-__all__ = ["PRIOR_REL_ERROR", "AnalyticalPrior", "config_to_batching", "p_below"]
+__all__ = ["CAPACITY_ERROR", "PRIOR_REL_ERROR", "AnalyticalPrior", "config_to_batching", "p_below"]
 
 #: RMS error of the prior's goodput, relative to the offered output rate, against the serving
 #: simulator on the calibration grid of ``benchmarks/prior_error.py`` (Llama-3.1-8B / H100,
@@ -33,7 +41,13 @@ __all__ = ["PRIOR_REL_ERROR", "AnalyticalPrior", "config_to_batching", "p_below"
 #: model changes moved it to 0.20-0.21. See benchmarks/RESULTS.md, "Analytical prior error".
 PRIOR_REL_ERROR = 0.22
 
-_Z90 = 1.2815515655446004
+#: Log-normal sd of the analytical model's error on a config's capacity, for the prior's
+#: expectation over it: about the model's held-out median step-time error on silicon_dev.csv
+#: (TPOT 12%, TTFT 24%; benchmarks/RESULTS.md, "Analytical model"), not fitted to any scenario.
+CAPACITY_ERROR = 0.2
+
+_nodes, _weights = np.polynomial.hermite_e.hermegauss(5)
+_GAUSS_HERMITE = (_nodes, _weights / _weights.sum())
 
 
 def p_below(target: float, mean: float, p90: float) -> float:
@@ -44,12 +58,9 @@ def p_below(target: float, mean: float, p90: float) -> float:
     """
     if not (math.isfinite(mean) and math.isfinite(p90)) or mean <= 0:
         return 0.0 if not math.isfinite(mean) else 1.0
-    # mean = exp(mu + s^2/2), p90 = exp(mu + z s)  =>  s^2/2 - z s + ln(p90/mean) = 0
-    d = math.log(p90 / mean) if p90 > 0 else -math.inf
-    if d <= 0:
+    mu, s = lognormal_from_mean_p90(mean, p90)
+    if s == 0.0:
         return 1.0 if target >= mean else 0.0
-    s = _Z90 - math.sqrt(max(_Z90**2 - 2.0 * d, 0.0))
-    mu = math.log(mean) - s * s / 2.0
     z = (math.log(target) - mu) / s
     return 0.5 * math.erfc(-z / math.sqrt(2.0))
 
@@ -85,6 +96,9 @@ class AnalyticalPrior:
     dtype, backend : str
     rel_error : float
         The prior's relative error (sd of the reward, relative); :data:`PRIOR_REL_ERROR`.
+    capacity_error : float
+        Log-normal sd of the model's error on a config's capacity; goodput and throughput are
+        priced as their expectation over it (:data:`CAPACITY_ERROR`; 0: the point estimate).
     isl_p90_ratio, osl_p90_ratio : float
         90th percentile over mean of the prompt and output lengths (the context carries means
         only); defaults from the Azure conversation trace.
@@ -111,6 +125,7 @@ class AnalyticalPrior:
         dtype: str = "bf16",
         backend: str = "vllm",
         rel_error: float = PRIOR_REL_ERROR,
+        capacity_error: float = CAPACITY_ERROR,
         isl_p90_ratio: float = 2.2,
         osl_p90_ratio: float = 2.0,
         tp: int = 1,
@@ -126,6 +141,9 @@ class AnalyticalPrior:
         self.dtype = dtype
         self.backend = backend
         self.rel_error = float(rel_error)
+        if not (capacity_error >= 0 and math.isfinite(capacity_error)):
+            raise ValueError(f"capacity_error must be >= 0, got {capacity_error!r}")
+        self.capacity_error = float(capacity_error)
         self.isl_p90_ratio = float(isl_p90_ratio)
         self.tp = int(tp)
         self.osl_p90_ratio = float(osl_p90_ratio)
@@ -165,7 +183,7 @@ class AnalyticalPrior:
         return space.with_feasibility(self.feasibility)
 
     def _estimate_uncached(
-        self, key: tuple, rate: float, isl: float, osl: float
+        self, key: tuple, rate: float, isl: float, osl: float, cv2: float | None
     ) -> ServingEstimate | None:
         config = dict(key)
         tp = int(config.get("tensor_parallel_size", self.tp))
@@ -182,6 +200,7 @@ class AnalyticalPrior:
                 workload,
                 config_to_batching(config),
                 replicas=self.replicas(config),
+                queue=None if cv2 is None else replace(DEFAULT_QUEUE, arrival_cv2=cv2),
             )
         except ValueError:
             return None
@@ -196,6 +215,10 @@ class AnalyticalPrior:
                 "the prior needs a context with request_rate_rps > 0, mean_prompt_tokens >= 1 "
                 f"and mean_output_tokens >= 1, got {dict(context)}"
             )
+        # the window's measured burstiness, when the context has it, sets the arrival
+        # variability of the model's queue (the calibrated default otherwise)
+        cv2 = context.get("arrival_cv2")
+        cv2 = float(cv2) if cv2 is not None and math.isfinite(float(cv2)) else None
         # the load rounded to two significant digits (a few percent, well inside the model's
         # own error), so that the windows of one workload share cached estimates
         key = (
@@ -203,17 +226,46 @@ class AnalyticalPrior:
             float(f"{rate:.2g}"),
             float(f"{isl:.2g}"),
             float(f"{osl:.2g}"),
+            None if cv2 is None else float(f"{cv2:.2g}"),
         )
         if key not in self._cache:
             self._cache[key] = self._estimate_uncached(*key)
         return self._cache[key]
 
     def reward(self, config: Mapping, context: Mapping[str, float]) -> float:
-        """The objective's reward the analytical model predicts for one window."""
+        """The objective's reward the analytical model predicts for one window.
+
+        For goodput and throughput this is the expectation over the model's own error on the
+        config's capacity (log-normal, sd ``capacity_error``; 5-point Gauss-Hermite): the
+        model's overload verdict is a cliff, the served reward of a config near its capacity
+        is not, and a prior that jumps between zero and full goodput as the window's load moves
+        by a few percent would make every residual against it a coin flip.
+        """
+        if self.capacity_error == 0.0 or self.objective.kind == "latency":
+            return self._reward_at(config, context, 1.0)
+        return float(
+            sum(
+                w * self._reward_at(config, context, math.exp(self.capacity_error * z))
+                for z, w in zip(*_GAUSS_HERMITE, strict=True)
+            )
+        )
+
+    def _reward_at(self, config: Mapping, context: Mapping[str, float], f: float) -> float:
+        """The reward if the config's capacity were ``1 / f`` of the model's: the model is
+        priced at ``f`` times the load and the served volume scaled back by ``1 / f``."""
+        if f != 1.0:
+            context = {**context, "request_rate_rps": float(context["request_rate_rps"]) * f}
+        return self._reward_one(config, context) / f
+
+    def _reward_one(self, config: Mapping, context: Mapping[str, float]) -> float:
         est = self.estimate(config, context)
         if est is None:
             return 0.0
-        rate = float(context["request_rate_rps"])
+        # prompts the engine rejects (chunked prefill off, longer than the step budget) are
+        # not served: the rest is the load
+        rate = float(context["request_rate_rps"]) * (
+            1.0 - float(est.details.get("rejected_fraction", 0.0))
+        )
         osl = float(context["mean_output_tokens"])
         stable = math.isfinite(est.ttft_ms) and math.isfinite(est.tpot_ms)
         if stable:
@@ -255,6 +307,13 @@ class AnalyticalPrior:
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(mean, variance)`` of the reward of each config: the ``PriorFn`` contract."""
         mean = np.array([self.reward(c, context) for c in configs], dtype=float)
+        if self.objective.kind in ("goodput", "throughput"):
+            # the error was measured relative to the offered output rate
+            # (benchmarks/prior_error.py): one sd for every config, whatever its price. A config
+            # priced at zero (overloaded, by the model) is not known to earn nothing: near
+            # overload the model's verdict is its least reliable one.
+            offered = float(context["request_rate_rps"]) * float(context["mean_output_tokens"])
+            return mean, np.full(len(mean), (self.rel_error * max(offered, 1e-9)) ** 2)
         scale = max(float(np.max(np.abs(mean))) if len(mean) else 0.0, 1e-9)
         sd = np.maximum(self.rel_error * np.abs(mean), 0.05 * self.rel_error * scale)
         return mean, sd**2

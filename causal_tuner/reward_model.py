@@ -324,7 +324,7 @@ class CausalRewardModel:
         self,
         configs: Sequence[Mapping],
         trials: Sequence[FrozenTrial],
-        context: Mapping[str, float],
+        context: Mapping[str, float] | Sequence[Mapping[str, float]],
     ) -> ConfigEstimates:
         """Steps 2-5 for every config in ``configs`` at ``context``.
 
@@ -334,22 +334,37 @@ class CausalRewardModel:
             Candidate configs (feasible members of the space).
         trials : sequence of FrozenTrial
             Completed rounds (experiment and history sources).
-        context : mapping
-            The current load, e.g. the latest window's context keys.
+        context : mapping, or sequence of mappings
+            The load to come: one context (e.g. the forecast of the next window's), or a sample
+            of contexts (e.g. the recent windows'). With a sample the estimate is the reward
+            averaged over it, ``sum_w P(w) E[Y | do(c), w]`` (the backdoor formula over the
+            load): the prior is not linear in the load, so pricing a config at the mean load
+            is not its mean reward over windows whose load swings.
         """
-        missing = [k for k in self.context_keys if k not in context]
-        if missing:
-            raise ValueError(f"context lacks {missing}; the model needs {list(self.context_keys)}")
+        contexts = [context] if isinstance(context, Mapping) else list(context)
+        if not contexts:
+            raise ValueError("estimate() needs a context or a non-empty sample of contexts")
+        for ctx in contexts:
+            missing = [k for k in self.context_keys if k not in ctx]
+            if missing:
+                raise ValueError(
+                    f"context lacks {missing}; the model needs {list(self.context_keys)}"
+                )
         done = [t for t in trials if t.state is TrialState.COMPLETE]
-        pi, pi_var = self._prior_mean_var(configs, context)
+        priced = [self._prior_mean_var(configs, ctx) for ctx in contexts]
+        pi = np.mean([m for m, _ in priced], axis=0)
+        pi_var = np.mean([v for _, v in priced], axis=0)
         flat = self.prior is None
         if flat:
             rewards = [self.objective.reward(t.observation) for t in done]
             scale = float(np.std(rewards)) + float(np.mean(np.abs(rewards))) if rewards else 1.0
         else:
-            scale = float(np.median(np.abs(pi))) or float(np.max(np.abs(pi))) or 1.0
+            # the prior's own error on one config sets the scale: a prior that prices every
+            # config at zero (all overloaded, by the model) must not claim a zero-width band
+            scale = float(np.sqrt(np.median(pi_var))) / self.prior_rel_error
+            scale = max(scale, float(np.median(np.abs(pi))))
         scale = max(scale, 1e-9)
-        z_now = np.array([float(context[k]) for k in self.adjustment_])
+        z_now = np.array([np.mean([float(ctx[k]) for ctx in contexts]) for k in self.adjustment_])
         keys = [self._key(c) for c in configs]
         known = set(keys)
         extra = sorted({self._key(t.config) for t in done} - known)

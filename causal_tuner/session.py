@@ -30,6 +30,7 @@ DEFAULT_CONTEXT_KEYS = (
     "mean_prompt_tokens",
     "mean_output_tokens",
     "prefix_hit_ratio",
+    "arrival_cv2",
 )
 DEFAULT_MEDIATOR_KEYS = (
     "mean_running_batch",
@@ -278,7 +279,8 @@ class TuningSession:
         trials = self.store.trials([TrialState.COMPLETE])
         ctx = self.current_context()
         if model is not None and ctx:
-            est = model.estimate(self._candidates, trials, ctx)
+            sample = self.policy.load_sample(trials, ctx)
+            est = model.estimate(self._candidates, trials, sample)
             return dict(self._candidates[int(np.argmax(est.mean - z * np.sqrt(est.var)))])
         means: dict[tuple, list[float]] = {}
         configs: dict[tuple, dict] = {}

@@ -20,7 +20,7 @@ from causal_tuner.environments import PooledEnvironment, SimulatedEnvironment, T
 from causal_tuner.knobs import Knob, KnobSpace
 from causal_tuner.objective import SLA, Objective
 from causal_tuner.prior import AnalyticalPrior
-from causal_tuner.session import TuningSession
+from causal_tuner.session import DEFAULT_CONTEXT_KEYS, TuningSession
 from causal_tuner.store import SQLiteStore
 from causal_tuner.tuning_benchmark import plot_regret
 from simulator.traces import load_trace
@@ -86,12 +86,7 @@ def demo(windows: int, pool_size: int, seed: int, out_dir: Path) -> None:
     rows, summary = [], []
     first = {
         k: float(np.nanmean([w[k] for i in range(len(configs)) for w in pool.windows_[(0, i)]]))
-        for k in (
-            "request_rate_rps",
-            "mean_prompt_tokens",
-            "mean_output_tokens",
-            "prefix_hit_ratio",
-        )
+        for k in DEFAULT_CONTEXT_KEYS
     }
     for name in POLICIES:
         store_path = out_dir / f"{name}.sqlite"

@@ -163,13 +163,23 @@ class BAUCBTuner(TunerPolicy):
     adjust: ClassVar[bool] = True
 
     def __init__(
-        self, space, objective, *, exploration: float = 1.0, rediscover_every: int = 25, **kwargs
+        self,
+        space,
+        objective,
+        *,
+        exploration: float = 1.0,
+        rediscover_every: int = 25,
+        load_window: int = 10,
+        **kwargs,
     ):
         super().__init__(space, objective, **kwargs)
         if not (exploration >= 0 and math.isfinite(exploration)):
             raise ValueError(f"exploration must be >= 0, got {exploration!r}")
+        if not (isinstance(load_window, int) and load_window >= 1):
+            raise ValueError(f"load_window must be a positive integer, got {load_window!r}")
         self.exploration = float(exploration)
         self.rediscover_every = int(rediscover_every)
+        self.load_window = load_window
         self.model_ = CausalRewardModel(
             space,
             objective,
@@ -187,11 +197,25 @@ class BAUCBTuner(TunerPolicy):
         if self._learned_at is None or n_exp - self._learned_at >= self.rediscover_every:
             self.model_.learn_adjustment(trials)
             self._learned_at = n_exp
-        est = self.model_.estimate(cands, trials, context)
+        est = self.model_.estimate(cands, trials, self.load_sample(trials, context))
         self.last_estimates_ = est
         t = n_exp + 1
         index = est.mean + self.exploration * np.sqrt(est.var * math.log(t + 1))
         return self._argmax(index)
+
+    def load_sample(
+        self, trials: Sequence[FrozenTrial], context: Mapping[str, float]
+    ) -> list[dict[str, float]]:
+        """The load the next windows will see: the context of the tuner's last
+        ``load_window`` windows (a serving load swings from window to window, and a config is
+        worth its reward over those swings); ``context`` until the tuner has windows of its own.
+        """
+        recent = [
+            {k: float(t.observation[k]) for k in self.context_keys}
+            for t in self._experiments(trials)
+            if t.state is TrialState.COMPLETE
+        ][-self.load_window :]
+        return recent or [dict(context)]
 
 
 @register_tuner_policy("ba-ucb-noprior")

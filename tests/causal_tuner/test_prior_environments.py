@@ -38,13 +38,18 @@ def test_p_below_is_a_distribution_function(mean, spread):
 
 
 def test_prior_flags_overload_and_infeasible_configs():
-    prior = AnalyticalPrior("meta-llama/Llama-3.1-8B", "h100_sxm", gpus=1, objective=OBJ)
+    prior = AnalyticalPrior(
+        "meta-llama/Llama-3.1-8B", "h100_sxm", gpus=1, objective=OBJ, capacity_error=0.0
+    )
     light = prior.reward({"max_num_seqs": 256}, CTX)
     assert light == pytest.approx(4.0 * 200.0, rel=0.05)  # everything served within the SLA
     # four sequences cannot hold 4 req/s x ~200 tokens each: the queue grows without bound
     assert prior.reward({"max_num_seqs": 4}, CTX) == 0.0
     mean, var = prior([{"max_num_seqs": 256}, {"max_num_seqs": 4}], CTX)
-    assert mean[0] > mean[1] and np.all(var > 0)
+    assert mean[0] > mean[1]
+    # the variance is the measured error relative to the offered output rate, for every config:
+    # a config priced at zero is not known to earn nothing
+    np.testing.assert_allclose(var, (prior.rel_error * 4.0 * 200.0) ** 2)
     assert prior.feasibility({"gpu_memory_utilization": 0.1}) is not None
     assert "does not divide" in prior.feasibility({"tensor_parallel_size": 2})
     with pytest.raises(ValueError, match="request_rate_rps > 0"):
@@ -54,7 +59,9 @@ def test_prior_flags_overload_and_infeasible_configs():
 def test_prior_throughput_of_a_full_running_batch_is_its_capacity():
     """Under max_num_seqs overload the served rate is cap / cycle, not the offered rate."""
     thr = Objective(kind="throughput")
-    prior = AnalyticalPrior("meta-llama/Llama-3.1-8B", "h100_sxm", gpus=1, objective=thr)
+    prior = AnalyticalPrior(
+        "meta-llama/Llama-3.1-8B", "h100_sxm", gpus=1, objective=thr, capacity_error=0.0
+    )
     offered = 4.0 * 200.0
     assert prior.reward({"max_num_seqs": 256}, CTX) == pytest.approx(offered)
     capped = prior.reward({"max_num_seqs": 4}, CTX)
@@ -63,6 +70,53 @@ def test_prior_throughput_of_a_full_running_batch_is_its_capacity():
     assert 0 < capped < offered
     assert capped == pytest.approx(4 / cycle_s * 200.0, rel=1e-9)
     assert prior.reward({"max_num_seqs": 8}, CTX) > capped  # more room, more served
+
+
+def test_prior_is_smooth_across_the_overload_cliff():
+    """The point estimate jumps from full goodput to zero where Little's law overflows the
+    running cap; the prior's expectation over the model's capacity error does not."""
+    kw = {"model": "meta-llama/Llama-3.1-8B", "system": "h100_sxm", "gpus": 1, "objective": OBJ}
+    point = AnalyticalPrior(**kw, capacity_error=0.0)
+    smooth = AnalyticalPrior(**kw)
+    offered = CTX["request_rate_rps"] * CTX["mean_output_tokens"]
+    seqs = [{"max_num_seqs": n} for n in range(2, 64)]
+    p = np.array([point.reward(c, CTX) for c in seqs])
+    edge = int(np.flatnonzero(p > 0)[0])  # the first cap that holds the load
+    assert p[edge - 1] == 0.0 and p[edge] > 0.5 * offered
+    q = np.array([smooth.reward(c, CTX) for c in seqs])
+    assert 0.0 < q[edge - 1] < p[edge] and 0.0 < q[edge] < p[edge]
+    assert np.all(np.diff(q) >= -1e-9 * offered)  # more room never hurts
+    assert q[-1] == pytest.approx(p[-1], rel=0.05)  # far from the cliff: the point estimate
+
+
+def test_prior_reads_the_windows_burstiness():
+    prior = AnalyticalPrior("meta-llama/Llama-3.1-8B", "h100_sxm", gpus=1, objective=OBJ)
+    loaded = {**CTX, "request_rate_rps": 8.0, "mean_prompt_tokens": 3000.0}
+    calm = prior.estimate({"max_num_seqs": 256}, {**loaded, "arrival_cv2": 1.0})
+    bursty = prior.estimate({"max_num_seqs": 256}, {**loaded, "arrival_cv2": 10.0})
+    assert bursty.ttft_ms > 1.5 * calm.ttft_ms
+    assert prior.reward({"max_num_seqs": 256}, {**loaded, "arrival_cv2": 10.0}) < prior.reward(
+        {"max_num_seqs": 256}, {**loaded, "arrival_cv2": 1.0}
+    )
+    # no burstiness in the context (or NaN): the model's calibrated default
+    default = prior.estimate({"max_num_seqs": 256}, loaded)
+    nan = prior.estimate({"max_num_seqs": 256}, {**loaded, "arrival_cv2": math.nan})
+    assert nan.ttft_ms == default.ttft_ms
+
+
+def test_prior_serves_only_the_prompts_an_unchunked_engine_admits():
+    prior = AnalyticalPrior(
+        "meta-llama/Llama-3.1-8B", "h100_sxm", gpus=1, objective=OBJ, capacity_error=0.0
+    )
+    ctx = {**CTX, "mean_prompt_tokens": 1500.0}
+    chunked = prior.reward({"max_num_batched_tokens": 2048, "enable_chunked_prefill": True}, ctx)
+    est = prior.estimate({"max_num_batched_tokens": 2048, "enable_chunked_prefill": False}, ctx)
+    unchunked = prior.reward(
+        {"max_num_batched_tokens": 2048, "enable_chunked_prefill": False}, ctx
+    )
+    rejected = est.details["rejected_fraction"]
+    assert 0.05 < rejected < 0.5
+    assert unchunked <= (1 - rejected) * 4.0 * 200.0 + 1e-9 < chunked + 1e-9
 
 
 def test_prior_constrains_a_space():

@@ -14,7 +14,13 @@ from causal_tuner.session import TuningSession
 from causal_tuner.store import SQLiteStore, TrialState
 from causal_tuner.tuning_policies import available_tuner_policies, make_tuner_policy
 
-CONTEXT = ("request_rate_rps", "mean_prompt_tokens", "mean_output_tokens", "prefix_hit_ratio")
+CONTEXT = (
+    "request_rate_rps",
+    "mean_prompt_tokens",
+    "mean_output_tokens",
+    "prefix_hit_ratio",
+    "arrival_cv2",
+)
 SEQS_EFFECT = {32: 0.0, 64: 150.0, 128: -200.0, 256: -600.0}
 
 
@@ -42,6 +48,7 @@ def window(config, rate, rng):
         "mean_prompt_tokens": 1000.0 + rng.normal(0, 5),
         "mean_output_tokens": 200.0 + rng.normal(0, 2),
         "prefix_hit_ratio": 0.0,
+        "arrival_cv2": 1.0,
         "mean_running_batch": float(config["max_num_seqs"]) * 0.3 + rate,
         "goodput_tok_s": g,
         "throughput_tok_s": g * 1.1,
@@ -82,6 +89,7 @@ FIRST = {
     "mean_prompt_tokens": 1000.0,
     "mean_output_tokens": 200.0,
     "prefix_hit_ratio": 0.0,
+    "arrival_cv2": 1.0,
 }
 
 
@@ -205,3 +213,46 @@ def test_a_failed_first_window_keeps_the_given_context():
     s = TuningSession(space(), Objective(), "ba-ucb", prior=prior, seed=0)
     trials = s.run(EmptyFirst(30.0, 0), 3, first_context=FIRST, progress=False)
     assert [t.state for t in trials] == [TrialState.FAILED, TrialState.COMPLETE, TrialState.COMPLETE]
+
+
+def test_a_prior_that_prices_every_config_at_zero_keeps_a_real_band():
+    """An all-zero price (every config overloaded, by the model) must not claim certainty:
+    the band comes from the prior's stated variance, so the first windows move the estimate."""
+
+    def zero_prior(configs, context):
+        offered = context["request_rate_rps"] * context["mean_output_tokens"]
+        return np.zeros(len(configs)), np.full(len(configs), (0.22 * offered) ** 2)
+
+    s = TuningSession(space(), Objective(), "ba-ucb", prior=zero_prior, seed=0)
+    s.run(Env(30.0, 0), 6, first_context=FIRST, progress=False)
+    trials = s.store.trials([TrialState.COMPLETE])
+    est = s.policy.model_.estimate(s.candidates, trials, FIRST)
+    offered = 30.0 * 200.0
+    assert np.all(np.sqrt(est.var) > 0.02 * offered)
+    # the windows (goodput ~3000-3400) pulled every config's estimate far from zero
+    assert np.all(est.mean > 1000.0)
+
+
+def test_estimate_over_a_sample_of_loads_averages_the_prior():
+    """With a sample of contexts the estimate is the reward averaged over them (the backdoor
+    formula over the load), not the reward at their mean load."""
+
+    def convex_prior(configs, context):
+        rate = context["request_rate_rps"]
+        mean = np.array([rate**2 * (2.0 if c["enable_chunked_prefill"] else 1.0) for c in configs])
+        return mean, (0.25 * mean + 1.0) ** 2
+
+    s = TuningSession(space(), Objective(), "ba-ucb", prior=convex_prior, seed=0)
+    lo, hi = {**FIRST, "request_rate_rps": 10.0}, {**FIRST, "request_rate_rps": 50.0}
+    est = s.policy.model_.estimate(s.candidates, [], [lo, hi])
+    direct = [(convex_prior([c], lo)[0][0] + convex_prior([c], hi)[0][0]) / 2 for c in s.candidates]
+    np.testing.assert_allclose(est.mean, direct)
+    at_mean = s.policy.model_.estimate(s.candidates, [], {**FIRST, "request_rate_rps": 30.0})
+    assert np.all(est.mean > at_mean.mean)  # Jensen: the convex price averaged is larger
+    with pytest.raises(ValueError, match="non-empty sample"):
+        s.policy.model_.estimate(s.candidates, [], [])
+    # the policy's sample: the last load_window windows of its own
+    s.run(Env(30.0, 1), 12, first_context=FIRST, progress=False)
+    sample = s.policy.load_sample(s.store.trials([TrialState.COMPLETE]), FIRST)
+    assert len(sample) == s.policy.load_window == 10
+    assert set(sample[0]) == set(s.context_keys)
