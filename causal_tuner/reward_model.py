@@ -220,6 +220,7 @@ class CausalRewardModel:
         scale: float,
         tau: float,
         adjusted: bool,
+        base: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Posterior mean and variance of every config's reward deviation from the prior.
 
@@ -228,6 +229,8 @@ class CausalRewardModel:
         (``k`` the mean number of active features), ``u_c ~ N(0, tau^2 / 2)`` and a vague prior
         on ``b0`` and ``gamma``. The noise variance is the residual variance of the saturated
         model (one mean per config, plus the context terms), i.e. the within-config spread.
+
+        ``base``: per-config prior to deviate from, instead of the prior at each row's context.
 
         ``adjusted``: include the adjustment set (observational rows). Experimental rows need
         no adjustment (the tuner set the knobs) and the prior already carries the load, so they
@@ -240,8 +243,12 @@ class CausalRewardModel:
         index = {k: i for i, k in enumerate(keys)}
         ctx_keys = self.adjustment_ if adjusted else ()
         y = np.array([self.objective.reward(t.observation) for t in trials])
-        r = y - np.array([self._prior_at(t) for t in trials])
         cfg_idx = np.array([index[self._key(t.config)] for t in trials])
+        # deviation from the prior at each window's own load; ``base`` (the naive learner):
+        # from the prior at the load to come, whatever load the window had
+        r = y - (
+            base[cfg_idx] if base is not None else np.array([self._prior_at(t) for t in trials])
+        )
         phi_all = self._phi_cache(keys)
         onehot = np.zeros((len(trials), n_cfg))
         onehot[np.arange(len(trials)), cfg_idx] = 1.0
@@ -299,12 +306,14 @@ class CausalRewardModel:
         pooled = max(pooled, floor)
         return np.maximum((nu0 * pooled + ss) / (nu0 + np.maximum(n - 1.0, 0.0)), floor)
 
-    def _phi_cache(self, keys: list[tuple]) -> np.ndarray:
-        configs = [
+    def _configs_of(self, keys: list[tuple]) -> list[dict]:
+        return [
             {n: self.space.knob(n).levels[i] for n, i in zip(self.space.names, key, strict=True)}
             for key in keys
         ]
-        return self.space.encode_many(configs)
+
+    def _phi_cache(self, keys: list[tuple]) -> np.ndarray:
+        return self.space.encode_many(self._configs_of(keys))
 
     def _prior_at(self, trial: FrozenTrial) -> float:
         """The prior's price of a finished trial's config at that trial's own context (cached:
@@ -372,11 +381,17 @@ class CausalRewardModel:
 
         history = [t for t in done if t.source == "history"]
         experiments = [t for t in done if t.source == "experiment"]
-        if not self.adjust:  # the naive learner pools everything, unadjusted
+        naive_base = None
+        if not self.adjust:
+            # the naive learner pools everything and ignores the load: every window is compared
+            # with the prior's price at the load to come, as if each had been served under it
             history, experiments = [*history, *experiments], []
+            if not flat:
+                cfgs = self._configs_of(all_keys)
+                naive_base = np.mean([self._prior_mean_var(cfgs, c)[0] for c in contexts], axis=0)
 
         tau = self._prior_deviation_sd(experiments, scale, flat)
-        fit_o = self._fit(history, all_keys, z_now, scale, tau, adjusted=True)
+        fit_o = self._fit(history, all_keys, z_now, scale, tau, adjusted=True, base=naive_base)
         fit_e = self._fit(experiments, all_keys, z_now, scale, tau, adjusted=False)
         n = len(configs)
         dropped = np.zeros(n, dtype=bool)
