@@ -105,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--scenarios", default="a,b,c,d,e,f")
     ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds first-seed .. first-seed + seeds - 1 (another range is a held-out check)",
+    )
+    ap.add_argument("--out", type=Path, default=OUT, help="folder for plots and CSVs")
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--pool-size", type=int, default=8)
     ap.add_argument("--policies", default=",".join(DEFAULT_POLICIES))
@@ -131,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     builds = {n: built(n, args.pool_size, args.allow_stale_pools) for n in names}
     if args.build_only:
         return 0
-    OUT.mkdir(parents=True, exist_ok=True)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     all_rows, all_finals = [], []
     t0 = time.perf_counter()
     for name in names:
@@ -139,18 +148,18 @@ def main(argv: list[str] | None = None) -> int:
         if SCENARIOS[name].history is not None and "naive" not in policies:
             policies.append("naive")
         rows, finals = run_scenario(
-            builds[name], policies, range(args.seeds), rounds=args.rounds, n_jobs=args.jobs
+            builds[name], policies, seeds, rounds=args.rounds, n_jobs=args.jobs
         )
         all_rows.append(rows)
         all_finals.append(finals)
-        plot_regret(rows, OUT / f"regret_{name}.png", title=SCENARIOS[name].title)
+        plot_regret(rows, out / f"regret_{name}.png", title=SCENARIOS[name].title)
     rows = pd.concat(all_rows, ignore_index=True)
     finals = pd.concat(all_finals, ignore_index=True)
     elapsed = time.perf_counter() - t0
-    rows.to_csv(OUT / "rows.csv.gz", index=False)
-    finals.to_csv(OUT / "finals.csv", index=False)
+    rows.to_csv(out / "rows.csv.gz", index=False)
+    finals.to_csv(out / "finals.csv", index=False)
     summary = summarize(rows, finals)
-    summary.to_csv(OUT / "summary.csv", index=False)
+    summary.to_csv(out / "summary.csv", index=False)
 
     lines = [SECTION, ""]
     cmd = "python benchmarks/tuning_regret.py " + " ".join(
@@ -161,11 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine()}; policy runs took {elapsed:.0f} s wall (pools cached separately).  ",
         f"Code: commit {_git_head()}; ground-truth pools (file names carry the simulator code "
         f"hash): {', '.join(f'{k}: `{v}`' for k, v in POOL_FILES.items())}.  ",
-        f"Setting: {args.seeds} seeds x {args.rounds} windows of 60 s, pools of {args.pool_size} simulated "
+        f"Setting: {args.seeds} seeds ({seeds.start}-{seeds.stop - 1}) x {args.rounds} windows of 60 s, pools of {args.pool_size} simulated "
         "windows per config (the oracle is the pool mean); every policy sees the same window draws "
         "(common random numbers). Regret is in the objective's units (goodput tok/s, or tok/s for "
         "(e)) summed over windows; 95% CIs are t-intervals over seeds, ratios carry paired "
-        "bootstrap CIs. Plots and CSVs: `benchmarks/output/tuning_regret/`.",
+        f"bootstrap CIs. Plots and CSVs: `{_rel(out)}/`.",
         "",
         "| scenario | policy | cum. regret (95% CI) | final / oracle | final within 3% | SLA-violating windows |",
         "|---|---|---|---|---|---|",
@@ -209,6 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_results:
         _write_section(text)
     return 0
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def _write_section(text: str, section: str = SECTION) -> None:
