@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fidelity as analytical_fidelity
 from results_md import write_marked_block
 
-from simulator.analytical import DEFAULT_QUEUE
+from simulator.analytical import DEFAULT_QUEUE, MIXED_BATCHING_DEFAULT
 from simulator.cluster import Cluster, KVTransfer, Replica
 from simulator.engine import DEFAULT_RUN_NOISE_CV, EngineConfig
 from simulator.memory import kv_bytes_per_token
@@ -105,11 +105,13 @@ def run_noise_cv(rows: pd.DataFrame) -> tuple[float, int]:
 
 
 def _pool(model, seqs: int, count: int, frontend_ms: float = 0.0) -> list[Replica]:
-    """``count`` replicas of one worker type with vLLM-default budget and memory."""
+    """``count`` replicas of one worker type with vLLM-default budget and memory, and the
+    backend's scheduler (SGLang's does not mix prefill into decode steps)."""
     cfg = EngineConfig(
         max_num_seqs=max(int(seqs), 1),
         max_num_batched_tokens=8192,
         frontend_latency_ms=float(frontend_ms),
+        mixed_batching=MIXED_BATCHING_DEFAULT[model.backend],
     )
     mem = model.memory(
         cfg.gpu_memory_utilization,

@@ -257,6 +257,11 @@ class EngineConfig:
     prefill_only : bool
         A disaggregated prefill worker: requests finish after their first token and are handed
         to a decode worker.
+    mixed_batching : bool
+        ``True`` (vLLM, TensorRT-LLM): one step carries decodes and prefill chunks together.
+        ``False`` (SGLang's default scheduler, no ``--enable-mixed-chunk``): a step runs either
+        prefill work (new prompts and prompt chunks, up to the token budget) or the decodes,
+        prefill first, so every arrival stalls the running decodes for its prefill.
     """
 
     max_num_seqs: int = 256
@@ -275,6 +280,7 @@ class EngineConfig:
     run_noise_cv: float = DEFAULT_RUN_NOISE_CV
     decode_span_steps: int = 4096
     prefill_only: bool = False
+    mixed_batching: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "decode_span_steps"):
@@ -658,8 +664,23 @@ class ServingEngine:
 
     # ------------------------------------------------------------------ the scheduler
     def _schedule(self, now_ms: float) -> tuple[dict[Request, int], bool]:
-        """One vLLM V1 scheduling pass: returns ``{request: new tokens}`` and whether anything
-        was preempted."""
+        """One scheduling decision: returns ``{request: new tokens}`` and whether anything was
+        preempted. vLLM V1 mixes decodes and prefill chunks in one step; a non-mixing scheduler
+        (``mixed_batching=False``) runs prefill work alone when there is any it can run, and the
+        decodes alone otherwise."""
+        if self.config.mixed_batching:
+            return self._schedule_pass(now_ms, "all")
+        sched, preempted = self._schedule_pass(now_ms, "prefill")
+        if sched:
+            return sched, preempted
+        # no prefill work fits (a prompt may even have preempted itself for KV): decode
+        sched, preempted_decoding = self._schedule_pass(now_ms, "decode")
+        return sched, preempted or preempted_decoding
+
+    def _schedule_pass(self, now_ms: float, phase: str) -> tuple[dict[Request, int], bool]:
+        """One vLLM V1 scheduling pass over the running requests (their decodes and unfinished
+        prompts) and then the waiting queue. ``phase`` ``"prefill"`` skips the running requests
+        already decoding, ``"decode"`` skips unfinished prompts and admits nobody."""
         cfg = self.config
         bs = self._bs
         pool = self.pool
@@ -671,6 +692,12 @@ class ServingEngine:
         i = 0
         while i < len(running) and budget > 0:
             req = running[i]
+            # decoding: one token (the last sampled) left to compute; more is a prompt (or a
+            # preempted request's recompute)
+            decoding = req.num_tokens - req.num_computed <= 1
+            if phase != "all" and decoding == (phase == "prefill"):
+                i += 1
+                continue
             remaining = req.num_tokens - req.num_computed
             n_new = remaining if remaining <= budget else budget
             if n_new < remaining and not chunked:
@@ -696,7 +723,7 @@ class ServingEngine:
             sched[req] = n_new
             budget -= n_new
             i = running.index(req) + 1 if self._priority else i + 1
-        if not preempted:
+        if not preempted and phase != "decode":
             while budget > 0 and len(running) < cfg.max_num_seqs:
                 req = self._peek_waiting()
                 if req is None:
