@@ -279,8 +279,7 @@ class TuningSession:
         trials = self.store.trials([TrialState.COMPLETE])
         ctx = self.current_context()
         if model is not None and ctx:
-            sample = self.policy.load_sample(trials, ctx)
-            est = model.estimate(self._candidates, trials, sample)
+            est = self.policy.estimates(self._candidates, trials, ctx)
             return dict(self._candidates[int(np.argmax(est.mean - z * np.sqrt(est.var)))])
         means: dict[tuple, list[float]] = {}
         configs: dict[tuple, dict] = {}

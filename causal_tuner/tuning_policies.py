@@ -170,6 +170,8 @@ class BAUCBTuner(TunerPolicy):
         exploration: float = 1.0,
         rediscover_every: int = 25,
         load_window: int = 10,
+        change_t: float = 8.0,
+        min_segment: int = 5,
         **kwargs,
     ):
         super().__init__(space, objective, **kwargs)
@@ -180,6 +182,8 @@ class BAUCBTuner(TunerPolicy):
         self.exploration = float(exploration)
         self.rediscover_every = int(rediscover_every)
         self.load_window = load_window
+        self.change_t = float(change_t)
+        self.min_segment = int(min_segment)
         self.model_ = CausalRewardModel(
             space,
             objective,
@@ -197,11 +201,55 @@ class BAUCBTuner(TunerPolicy):
         if self._learned_at is None or n_exp - self._learned_at >= self.rediscover_every:
             self.model_.learn_adjustment(trials)
             self._learned_at = n_exp
-        est = self.model_.estimate(cands, trials, self.load_sample(trials, context))
+        est = self.estimates(cands, trials, context)
         self.last_estimates_ = est
         t = n_exp + 1
         index = est.mean + self.exploration * np.sqrt(est.var * math.log(t + 1))
         return self._argmax(index)
+
+    def estimates(self, cands, trials: Sequence[FrozenTrial], context: Mapping[str, float]):
+        """The reward model's estimates of ``cands`` over the load sample, from the history and
+        from the experiments since the last change of the load (:meth:`load_change`)."""
+        start = self.load_change(trials)
+        if start:
+            exps = [t for t in trials if t.source == "experiment"]
+            dropped = {id(t) for t in exps[:start]}
+            trials = [t for t in trials if id(t) not in dropped]
+        return self.model_.estimate(cands, trials, self.load_sample(trials, context))
+
+    def load_change(self, trials: Sequence[FrozenTrial]) -> int:
+        """Index (among the experiments) where the load last changed, or 0.
+
+        The prior carries the load, but its error does not transfer from one workload to
+        another (a conversation trace's residuals say little about a code trace's), so after a
+        change the experiments before it are set aside. A change is the split of the experiment
+        sequence whose two sides differ most in some context node (Welch t of its log, at
+        least ``min_segment`` windows each side), when that t exceeds ``change_t``.
+        """
+        exps = [
+            t
+            for t in trials
+            if t.source == "experiment"
+            and t.state is TrialState.COMPLETE
+            and all(k in t.observation for k in self.context_keys)
+        ]
+        n, m = len(exps), self.min_segment
+        if n < 2 * m or not self.context_keys:
+            return 0
+        x = np.log1p(
+            np.abs(np.array([[float(t.observation[k]) for k in self.context_keys] for t in exps]))
+        )
+        x = x[:, np.all(np.isfinite(x), axis=0)]
+        best_t, best_s = 0.0, 0
+        for split in range(m, n - m + 1):
+            a, b = x[:split], x[split:]
+            se = np.sqrt(a.var(axis=0, ddof=1) / len(a) + b.var(axis=0, ddof=1) / len(b))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                tstat = np.abs(a.mean(axis=0) - b.mean(axis=0)) / se
+            stat = float(np.nanmax(np.where(se > 0, tstat, 0.0), initial=0.0))
+            if stat > best_t:
+                best_t, best_s = stat, split
+        return best_s if best_t > self.change_t else 0
 
     def load_sample(
         self, trials: Sequence[FrozenTrial], context: Mapping[str, float]

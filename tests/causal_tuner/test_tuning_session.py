@@ -256,3 +256,29 @@ def test_estimate_over_a_sample_of_loads_averages_the_prior():
     sample = s.policy.load_sample(s.store.trials([TrialState.COMPLETE]), FIRST)
     assert len(sample) == s.policy.load_window == 10
     assert set(sample[0]) == set(s.context_keys)
+
+
+def test_load_change_sets_the_old_workload_aside():
+    """After a drift (longer prompts, burstier arrivals) the experiments before it stop
+    informing the estimates; a stationary load never triggers it."""
+    s = TuningSession(space(), Objective(), "ba-ucb", prior=prior, seed=0)
+    rng = np.random.default_rng(0)
+
+    class Drift:
+        def observe(self, config, round_index):
+            obs = window(config, 30.0 + rng.normal(0, 3), rng)
+            if round_index >= 25:
+                obs["mean_prompt_tokens"] = 2000.0 + rng.normal(0, 10)
+                obs["arrival_cv2"] = 8.0 + rng.normal(0, 1)
+            return obs
+
+    s.run(Drift(), 24, first_context=FIRST, progress=False)
+    trials = s.store.trials([TrialState.COMPLETE])
+    assert s.policy.load_change(trials) == 0  # stationary so far
+    s.run(Drift(), 16, progress=False)
+    trials = s.store.trials([TrialState.COMPLETE])
+    assert s.policy.load_change(trials) == 25
+    # the estimates use the 15 windows since the change (and no history)
+    est_all = s.policy.model_.estimate(s.candidates, trials, FIRST)
+    est_new = s.policy.estimates(s.candidates, trials, FIRST)
+    assert not np.allclose(est_all.mean, est_new.mean)
