@@ -679,8 +679,8 @@ class ServingEngine:
 
     def _schedule_pass(self, now_ms: float, phase: str) -> tuple[dict[Request, int], bool]:
         """One vLLM V1 scheduling pass over the running requests (their decodes and unfinished
-        prompts) and then the waiting queue. ``phase`` ``"prefill"`` skips the running requests
-        already decoding, ``"decode"`` skips unfinished prompts and admits nobody."""
+        prompts) and then the waiting queue. ``phase`` ``"prefill"`` schedules only prompt
+        work, ``"decode"`` only decodes (hand-offs whose KV is already there included)."""
         cfg = self.config
         bs = self._bs
         pool = self.pool
@@ -723,7 +723,7 @@ class ServingEngine:
             sched[req] = n_new
             budget -= n_new
             i = running.index(req) + 1 if self._priority else i + 1
-        if not preempted and phase != "decode":
+        if not preempted:
             while budget > 0 and len(running) < cfg.max_num_seqs:
                 req = self._peek_waiting()
                 if req is None:
@@ -734,6 +734,10 @@ class ServingEngine:
                     hits, hits_evictable = 0, 0
                 computed = req.num_computed + hits * bs
                 remaining = req.num_tokens - computed
+                # a non-mixing scheduler admits prompts into prefill steps and requests whose KV
+                # is already there (a disaggregated hand-off) into decode steps, in FCFS order
+                if phase != "all" and (remaining <= 1) == (phase == "prefill"):
+                    break
                 if remaining > budget and not chunked:
                     break
                 n_new = remaining if remaining <= budget else budget

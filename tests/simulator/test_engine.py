@@ -414,3 +414,25 @@ def test_a_non_mixing_scheduler_under_kv_pressure_still_drains():
     res, _ = run_one(trace, cfg, blocks=60)
     assert (res.requests["status"] == "ok").all()
     assert res.num_preemptions > 0
+
+
+def test_a_non_mixing_decode_pool_takes_hand_offs_without_prefill_steps():
+    """On a disaggregated decode worker, a hand-off (KV already there) joins the decodes; it is
+    not a prefill that stalls them."""
+    rng = np.random.default_rng(2)
+    n = 120
+    trace = Trace(
+        np.sort(rng.uniform(0, 20_000, n)), rng.integers(200, 1000, n), rng.integers(50, 200, n)
+    )
+    tpot = {}
+    for mixed in (True, False):
+        cl = Cluster(
+            [Replica(quiet(mixed_batching=mixed), LinearCost(), 10_000)],
+            prefill_replicas=[Replica(quiet(), LinearCost(), 10_000)],
+            kv_transfer=KVTransfer(kv_bytes_per_token=1e5, bandwidth_gb_s=50.0),
+        )
+        res = cl.run(trace, seed=0)
+        ok = res.requests[res.requests["status"] == "ok"]
+        assert len(ok) == n
+        tpot[mixed] = ok["tpot_ms"].mean()
+    assert tpot[False] == pytest.approx(tpot[True], rel=0.02)
