@@ -382,14 +382,19 @@ def test_frontend_latency_delays_scheduling_and_counts_in_ttft():
         EngineConfig(frontend_latency_ms=-1.0)
 
 
+def random_trace(seed, n, span_ms, prompts, outputs):
+    """``n`` uniform arrivals over ``span_ms`` with uniform prompt and output lengths."""
+    rng = np.random.default_rng(seed)
+    return Trace(
+        np.sort(rng.uniform(0, span_ms, n)), rng.integers(*prompts, n), rng.integers(*outputs, n)
+    )
+
+
 def test_a_non_mixing_scheduler_never_puts_prefill_and_decode_in_one_step():
     """SGLang's default scheduler: prefill steps and decode steps alternate, prefill first, so
-    arrivals stall the decodes (higher TPOT) and their prompts start sooner (lower TTFT)."""
-    rng = np.random.default_rng(0)
+    arrivals stall the decodes (higher TPOT)."""
     n = 300
-    trace = Trace(
-        np.sort(rng.uniform(0, 60_000, n)), rng.integers(200, 2000, n), rng.integers(20, 200, n)
-    )
+    trace = random_trace(0, n, 60_000, (200, 2000), (20, 200))
     out = {}
     for mixed in (True, False):
         res, _ = run_one(trace, quiet(max_num_seqs=32, mixed_batching=mixed), blocks=4000)
@@ -405,11 +410,7 @@ def test_a_non_mixing_scheduler_never_puts_prefill_and_decode_in_one_step():
 def test_a_non_mixing_scheduler_under_kv_pressure_still_drains():
     """A prompt chunk that preempts its own request for KV blocks leaves the prefill step empty:
     the step must fall back to the decodes, never strand the queue."""
-    rng = np.random.default_rng(1)
-    n = 60
-    trace = Trace(
-        np.sort(rng.uniform(0, 2000, n)), rng.integers(200, 600, n), rng.integers(50, 300, n)
-    )
+    trace = random_trace(1, 60, 2000, (200, 600), (50, 300))
     cfg = quiet(max_num_seqs=64, mixed_batching=False, max_num_batched_tokens=64)
     res, _ = run_one(trace, cfg, blocks=60)
     assert (res.requests["status"] == "ok").all()
@@ -419,11 +420,8 @@ def test_a_non_mixing_scheduler_under_kv_pressure_still_drains():
 def test_a_non_mixing_decode_pool_takes_hand_offs_without_prefill_steps():
     """On a disaggregated decode worker, a hand-off (KV already there) joins the decodes; it is
     not a prefill that stalls them."""
-    rng = np.random.default_rng(2)
     n = 120
-    trace = Trace(
-        np.sort(rng.uniform(0, 20_000, n)), rng.integers(200, 1000, n), rng.integers(50, 200, n)
-    )
+    trace = random_trace(2, n, 20_000, (200, 1000), (50, 200))
     tpot = {}
     for mixed in (True, False):
         cl = Cluster(
