@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.stats import rankdata
 
 from causal_tuner.knobs import KnobSpace
 from causal_tuner.objective import Objective
@@ -170,8 +171,8 @@ class BAUCBTuner(TunerPolicy):
         exploration: float = 1.0,
         rediscover_every: int = 25,
         load_window: int = 10,
-        change_t: float = 8.0,
-        min_segment: int = 5,
+        change_z: float = 5.0,
+        min_segment: int = 10,
         **kwargs,
     ):
         super().__init__(space, objective, **kwargs)
@@ -182,7 +183,7 @@ class BAUCBTuner(TunerPolicy):
         self.exploration = float(exploration)
         self.rediscover_every = int(rediscover_every)
         self.load_window = load_window
-        self.change_t = float(change_t)
+        self.change_z = float(change_z)
         self.min_segment = int(min_segment)
         self.model_ = CausalRewardModel(
             space,
@@ -223,8 +224,11 @@ class BAUCBTuner(TunerPolicy):
         The prior carries the load, but its error does not transfer from one workload to
         another (a conversation trace's residuals say little about a code trace's), so after a
         change the experiments before it are set aside. A change is the split of the experiment
-        sequence whose two sides differ most in some context node (Welch t of its log, at
-        least ``min_segment`` windows each side), when that t exceeds ``change_t``.
+        sequence whose two sides differ most in some context node, by the rank-sum
+        (Mann-Whitney) z of that node, when the z exceeds ``change_z`` with at least
+        ``min_segment`` windows a side. Ranks, not means: window loads are heavy-tailed (a
+        bursty window's ``arrival_cv2`` can be 40 times another's), and a short run of
+        near-identical windows must not look like a change.
         """
         exps = [
             t
@@ -236,20 +240,19 @@ class BAUCBTuner(TunerPolicy):
         n, m = len(exps), self.min_segment
         if n < 2 * m or not self.context_keys:
             return 0
-        x = np.log1p(
-            np.abs(np.array([[float(t.observation[k]) for k in self.context_keys] for t in exps]))
-        )
+        x = np.array([[float(t.observation[k]) for k in self.context_keys] for t in exps])
         x = x[:, np.all(np.isfinite(x), axis=0)]
-        best_t, best_s = 0.0, 0
-        for split in range(m, n - m + 1):
-            a, b = x[:split], x[split:]
-            se = np.sqrt(a.var(axis=0, ddof=1) / len(a) + b.var(axis=0, ddof=1) / len(b))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                tstat = np.abs(a.mean(axis=0) - b.mean(axis=0)) / se
-            stat = float(np.nanmax(np.where(se > 0, tstat, 0.0), initial=0.0))
-            if stat > best_t:
-                best_t, best_s = stat, split
-        return best_s if best_t > self.change_t else 0
+        if x.shape[1] == 0:
+            return 0
+        ranks = np.apply_along_axis(rankdata, 0, x)
+        split = np.arange(m, n - m + 1)
+        # rank sum of the first `split` windows against its mean and sd under no change
+        u = np.cumsum(ranks, axis=0)[split - 1] - (split * (split + 1) / 2.0)[:, None]
+        mean = (split * (n - split) / 2.0)[:, None]
+        sd = np.sqrt(split * (n - split) * (n + 1) / 12.0)[:, None]
+        z = np.max(np.abs(u - mean) / sd, axis=1)
+        best = int(np.argmax(z))
+        return int(split[best]) if z[best] > self.change_z else 0
 
     def load_sample(
         self, trials: Sequence[FrozenTrial], context: Mapping[str, float]
