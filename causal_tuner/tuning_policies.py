@@ -213,10 +213,19 @@ class BAUCBTuner(TunerPolicy):
         from the experiments since the last change of the load (:meth:`load_change`)."""
         start = self.load_change(trials)
         if start:
-            exps = [t for t in trials if t.source == "experiment"]
-            dropped = {id(t) for t in exps[:start]}
-            trials = [t for t in trials if id(t) not in dropped]
+            dropped = {t.trial_id for t in self._context_experiments(trials)[:start]}
+            trials = [t for t in trials if not (t.source == "experiment" and t.trial_id in dropped)]
         return self.model_.estimate(cands, trials, self.load_sample(trials, context))
+
+    def _context_experiments(self, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+        """The finished experiments whose observation has every context node, in order."""
+        return [
+            t
+            for t in trials
+            if t.source == "experiment"
+            and t.state is TrialState.COMPLETE
+            and all(k in t.observation for k in self.context_keys)
+        ]
 
     def load_change(self, trials: Sequence[FrozenTrial]) -> int:
         """Index (among the experiments) where the load last changed, or 0.
@@ -230,13 +239,7 @@ class BAUCBTuner(TunerPolicy):
         bursty window's ``arrival_cv2`` can be 40 times another's), and a short run of
         near-identical windows must not look like a change.
         """
-        exps = [
-            t
-            for t in trials
-            if t.source == "experiment"
-            and t.state is TrialState.COMPLETE
-            and all(k in t.observation for k in self.context_keys)
-        ]
+        exps = self._context_experiments(trials)
         n, m = len(exps), self.min_segment
         if n < 2 * m or not self.context_keys:
             return 0
