@@ -55,11 +55,6 @@ LOAD_CONCURRENCY = 32
 #: Fitted by ``--calibrate`` on the calibration half of the aggregated rows (525 rows, seed 0):
 #: median TTFT APE 82.1% at 0, 44.5% at 0.05, 41.4% at 0.1, 41.5% at 0.2, 40.5% at 0.3.
 CLIENT_LENGTH_JITTER = 0.3
-#: Backends whose harness keeps the clients in lock-step (fixed lengths): SGLang. Fitted on the
-#: SGLang rows of the calibration half (aggregated, 78 rows, seed 0, frontend latency as below):
-#: median TTFT APE 28.2% at jitter 0, 35.9% at 0.05, 44.8% at 0.1, 46.4% at 0.3 (loaded rows:
-#: 27.6% vs 66.9%). The other backends keep the global fit above.
-BACKEND_LENGTH_JITTER = {"sglang": 0.0}
 #: Per-backend frontend latency (``EngineConfig.frontend_latency_ms``: HTTP, tokenization and
 #: hand-off before the scheduler sees a request), fitted by ``--calibrate`` on the same half:
 #: for each backend, the constant c (grid 0..300 ms, step 5) minimising the median TTFT APE of
@@ -148,7 +143,7 @@ def simulate_row(
     row: pd.Series,
     predictor,
     seed: int,
-    jitter: float | None = None,
+    jitter: float = CLIENT_LENGTH_JITTER,
     frontend: dict[str, float] | None = None,
 ) -> tuple[float, float, int]:
     """Closed-loop simulation of one row: (mean TTFT ms, mean TPOT ms, preemptions).
@@ -185,8 +180,6 @@ def simulate_row(
             prefill_replicas=_pool(pm, p_seqs, p_ranks, fe),
             kv_transfer=_kv_transfer(pm),
         )
-    if jitter is None:
-        jitter = BACKEND_LENGTH_JITTER.get(row["backend"], CLIENT_LENGTH_JITTER)
     lengths = LengthDistribution.jittered(int(row["isl"]), int(row["osl"]), jitter, seed=seed)
     n = int(min(max(REQUESTS_PER_CLIENT * conc, 64), 8192))
     res = cluster.run_closed_loop(conc, lengths, num_requests=n, seed=seed)
@@ -311,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     predictor = analytical_fidelity.Predictor(dict(DEFAULT_OVERHEAD), DEFAULT_QUEUE)
     pred = analytical_fidelity.predict_all(rows, predictor)
     agg = pred[pred["our_status"].eq("ok")].copy()
-    jitter: float | None = None  # per backend (BACKEND_LENGTH_JITTER), unless --calibrate
+    jitter = CLIENT_LENGTH_JITTER
     calib_lines: list[str] = []
     frontend = dict(FRONTEND_LATENCY_MS)
     if args.calibrate:
@@ -447,16 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             "Each row runs closed loop at its `silicon_concurrency` with its nominal ISL/OSL "
             f"({REQUESTS_PER_CLIENT} requests per client, at most 8192), "
             "max_num_seqs = its batch size, max_num_batched_tokens 8192, chunked prefill, client "
-            + (
-                f"length jitter +-{jitter:g}"
-                if jitter is not None
-                else "length jitter "
-                + ", ".join(
-                    f"{b} +-{BACKEND_LENGTH_JITTER.get(b, CLIENT_LENGTH_JITTER):g}"
-                    for b in sorted(FRONTEND_LATENCY_MS)
-                )
-            )
-            + " and per-backend frontend latency "
+            f"length jitter +-{jitter:g} and per-backend frontend latency "
             f"{', '.join(f'{b} {v:g} ms' for b, v in sorted(frontend.items()))} (both fitted on the "
             "calibration half by `--calibrate`), "
             f"{args.seeds} seeds (mean per row). Aggregated rows: one replica per attention-DP rank; "
