@@ -386,9 +386,13 @@ class CausalRewardModel:
             # the naive learner pools everything and ignores the load: every window is compared
             # with the prior's price at the load to come, as if each had been served under it
             history, experiments = [*history, *experiments], []
-            if not flat:
-                cfgs = self._configs_of(all_keys)
-                naive_base = np.mean([self._prior_mean_var(cfgs, c)[0] for c in contexts], axis=0)
+            if not flat:  # the candidates are priced above; only configs no longer offered
+                more = self._configs_of(extra)
+                naive_base = np.concatenate(
+                    [pi, np.mean([self._prior_mean_var(more, c)[0] for c in contexts], axis=0)]
+                    if more
+                    else [pi]
+                )
 
         tau = self._prior_deviation_sd(experiments, scale, flat)
         fit_o = self._fit(history, all_keys, z_now, scale, tau, adjusted=True, base=naive_base)
