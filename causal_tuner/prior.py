@@ -10,7 +10,10 @@ Goodput from a steady-state estimate: the served output rate times the probabili
 request meets both SLA targets, each latency taken as log-normal through the estimate's mean and
 p90 (independent). An overloaded config earns zero: the estimate's latencies are infinite, or
 Little's law asks each replica to hold more requests than its running cap (``max_num_seqs`` or
-the KV cache), so its queue and TTFT grow without bound.
+the KV cache), so its queue and TTFT grow without bound. For the latency objective that growth
+is priced, not flagged: an overloaded config's queue fills from an empty engine (the config took
+effect ``warmup_s`` before the window) at the gap between the arrival rate and the config's
+capacity (fluid queue), which bounds what its TTFT can reach within a window.
 """
 
 from __future__ import annotations
@@ -104,6 +107,10 @@ class AnalyticalPrior:
         only); defaults from the Azure conversation trace.
     tp : int
         Tensor parallelism when a config has no ``tensor_parallel_size`` knob.
+    window_s, warmup_s : float
+        A window's length, and the time from a config change to its first window (the engine
+        restarts empty). They bound what an overloaded config's latency can grow to within a
+        window, for the latency objective.
 
     Examples
     --------
@@ -129,6 +136,8 @@ class AnalyticalPrior:
         isl_p90_ratio: float = 2.2,
         osl_p90_ratio: float = 2.0,
         tp: int = 1,
+        window_s: float = 60.0,
+        warmup_s: float = 30.0,
     ) -> None:
         if not (isinstance(gpus, int) and gpus >= 1):
             raise ValueError(f"gpus must be a positive integer, got {gpus!r}")
@@ -147,6 +156,10 @@ class AnalyticalPrior:
         self.isl_p90_ratio = float(isl_p90_ratio)
         self.tp = int(tp)
         self.osl_p90_ratio = float(osl_p90_ratio)
+        if not (window_s > 0 and warmup_s >= 0):
+            raise ValueError(f"need window_s > 0 and warmup_s >= 0, got {window_s}, {warmup_s}")
+        self.window_s = float(window_s)
+        self.warmup_s = float(warmup_s)
         self._cache: dict[tuple, ServingEstimate | None] = {}
         # fail early on an unknown model or system, with the simulator's message
         self.deployment(self.tp).step_model()
@@ -257,43 +270,102 @@ class AnalyticalPrior:
             context = {**context, "request_rate_rps": float(context["request_rate_rps"]) * f}
         return self._reward_one(config, context) / f
 
+    def _little(
+        self, config: Mapping, context: Mapping[str, float], est: ServingEstimate, rate: float
+    ) -> tuple[bool, float, float]:
+        """``(stable, cap, cycle_s)``: Little's law against the running cap.
+
+        ``cap`` is the requests one replica can hold at once (``max_num_seqs``, or the KV
+        cache), ``cycle_s`` one request's time in the engine. Beyond the cap the waiting queue
+        grows without bound and TTFT with it, which the steady-state estimate does not flag by
+        itself.
+        """
+        osl = float(context["mean_output_tokens"])
+        if not (math.isfinite(est.ttft_ms) and math.isfinite(est.tpot_ms)):
+            return False, 0.0, math.inf
+        cap = float(config.get("max_num_seqs", 256))
+        if est.memory is not None:
+            isl = float(context["mean_prompt_tokens"])
+            cap = min(cap, est.memory.kv_capacity_tokens / (isl + osl))
+        cycle_s = (est.ttft_ms + max(osl - 1.0, 0.0) * est.tpot_ms) / 1e3
+        replicas = max(self.replicas(config), 1)
+        return rate / replicas * cycle_s <= cap, cap, cycle_s
+
+    def _capacity(
+        self, config: Mapping, context: Mapping[str, float], rate: float
+    ) -> tuple[float, ServingEstimate | None]:
+        """The largest request rate below ``rate`` the model says ``config`` sustains, and its
+        estimate there (geometric bisection, 10 steps: a few percent, inside the model's own
+        error). ``(0, None)`` if not even ``rate / 1024`` is sustained."""
+        lo, hi, best = rate / 1024.0, rate, None
+        for _ in range(10):
+            mid = math.sqrt(lo * hi)
+            ctx = {**context, "request_rate_rps": mid}
+            est = self.estimate(config, ctx)
+            if est is not None and self._little(config, ctx, est, mid)[0]:
+                lo, best = mid, est
+            else:
+                hi = mid
+        return (lo, best) if best is not None else (0.0, None)
+
+    def _overloaded_ttft_p90_ms(
+        self, config: Mapping, context: Mapping[str, float], rate: float
+    ) -> float:
+        """TTFT p90 of the requests that finish in the window, for a config whose queue grows.
+
+        Fluid queue from an empty engine (the config took effect ``warmup_s`` before the
+        window): arrivals at ``rate`` (``lam``), service at the config's capacity ``mu``. The
+        request served at time ``s`` arrived at ``s * mu / lam``, so it waited
+        ``s * (1 - mu / lam)``; the requests finishing in the window were served from
+        ``warmup_s - cycle`` to ``warmup_s + window_s - cycle``, uniformly.
+        """
+        mu, est = self._capacity(config, context, rate)
+        horizon = self.warmup_s + self.window_s
+        if est is None:
+            return horizon * 1e3  # nothing is served: every request waits the whole run
+        _, _, cycle_s = self._little(config, {**context, "request_rate_rps": mu}, est, mu)
+        a = max(self.warmup_s - cycle_s, 0.0)
+        b = max(horizon - cycle_s, 0.0)
+        if b <= 0.0:
+            return horizon * 1e3
+        s90 = a + 0.9 * (b - a)
+        return est.ttft_p90_ms + 1e3 * s90 * max(1.0 - mu / rate, 0.0)
+
     def _reward_one(self, config: Mapping, context: Mapping[str, float]) -> float:
         est = self.estimate(config, context)
         if est is None:
-            return 0.0
+            return 0.0 if self.objective.kind != "latency" else -self._horizon_ms()
         # prompts the engine rejects (chunked prefill off, longer than the step budget) are
         # not served: the rest is the load
         rate = float(context["request_rate_rps"]) * (
             1.0 - float(est.details.get("rejected_fraction", 0.0))
         )
         osl = float(context["mean_output_tokens"])
-        stable = math.isfinite(est.ttft_ms) and math.isfinite(est.tpot_ms)
-        if stable:
-            # Little's law: the requests each replica must hold at once to keep up. Beyond the
-            # running cap (max_num_seqs, or the KV cache) the waiting queue grows without bound
-            # and TTFT with it, which the steady-state estimate does not flag by itself.
-            cap = float(config.get("max_num_seqs", 256))
-            if est.memory is not None:
-                isl = float(context["mean_prompt_tokens"])
-                cap = min(cap, est.memory.kv_capacity_tokens / (isl + osl))
-            replicas = max(self.replicas(config), 1)
-            cycle_s = (est.ttft_ms + max(osl - 1.0, 0.0) * est.tpot_ms) / 1e3
-            stable = rate / replicas * cycle_s <= cap
-            if not stable:
-                # the running batch is full: each replica completes cap requests per cycle (the
-                # steady-state estimate would report the offered rate as served)
-                served_tok_s = cap / cycle_s * osl * replicas
-        if stable:
-            served_tok_s = rate * osl
-        elif not math.isfinite(est.ttft_ms) or not math.isfinite(est.tpot_ms):
-            served_tok_s = est.output_tok_s_per_gpu * est.num_gpus
+        stable, cap, cycle_s = self._little(config, context, est, rate)
         kind = self.objective.kind
-        if kind == "throughput":
-            return served_tok_s
         if kind == "latency":
             metric = self.objective.latency_metric
-            value = est.ttft_p90_ms if metric == "ttft" else est.tpot_p90_ms
-            return -value if math.isfinite(value) else -1e9
+            if metric == "ttft":
+                if stable:
+                    return -est.ttft_p90_ms
+                return -self._overloaded_ttft_p90_ms(config, context, rate)
+            # a full running batch decodes at the cap's pace; an overloaded one at the
+            # capacity point's
+            if stable:
+                return -est.tpot_p90_ms
+            _, at_cap = self._capacity(config, context, rate)
+            return -at_cap.tpot_p90_ms if at_cap is not None else -self._horizon_ms()
+        replicas = max(self.replicas(config), 1)
+        if stable:
+            served_tok_s = rate * osl
+        elif math.isfinite(cycle_s):
+            # the running batch is full: each replica completes cap requests per cycle (the
+            # steady-state estimate would report the offered rate as served)
+            served_tok_s = cap / cycle_s * osl * replicas
+        else:
+            served_tok_s = est.output_tok_s_per_gpu * est.num_gpus
+        if kind == "throughput":
+            return served_tok_s
         if not stable:
             return 0.0
         sla = self.objective.sla
@@ -301,6 +373,9 @@ class AnalyticalPrior:
             sla.tpot_ms, est.tpot_ms, est.tpot_p90_ms
         )
         return served_tok_s * attain
+
+    def _horizon_ms(self) -> float:
+        return (self.warmup_s + self.window_s) * 1e3
 
     def __call__(
         self, configs: Sequence[Mapping], context: Mapping[str, float]

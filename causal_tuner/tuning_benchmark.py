@@ -156,24 +156,30 @@ SCENARIOS: dict[str, Scenario] = {
         6.0,
         SLA(ttft_ms=2000.0, tpot_ms=50.0),
     ),
+    # An autoscaler that raised max_num_seqs when latency rose leaves logs in which a high
+    # max_num_seqs goes with high load and high TTFT. Read without the load, they say "fewer
+    # sequences, faster first tokens"; at the load to come, the few-sequence configs queue.
+    # The objective is latency because it is the reward that load *worsens*: with throughput or
+    # goodput (which load raises) the same autoscaler ties high max_num_seqs to high reward,
+    # which is also the true effect, and nobody is fooled.
     "e": Scenario(
         "e",
-        "Confounded history: Llama-3.1-70B on 2x H100 (TP2), autoscaler raised max_num_seqs with load",
-        "meta-llama/Llama-3.1-70B",
+        "Confounded history: Llama-3.1-8B on 1x H100, TTFT p90; autoscaler raised "
+        "max_num_seqs with load",
+        "meta-llama/Llama-3.1-8B",
         "h100_sxm",
-        2,
+        1,
         (
-            Knob("max_num_seqs", (8, 16, 32, 64, 128, 256), 64, 30.0),
-            Knob("gpu_memory_utilization", (0.9, 0.95), 0.9, 30.0),
+            Knob("max_num_seqs", (8, 16, 32, 64, 128, 256), 256, 30.0),
+            Knob("max_num_batched_tokens", (2048, 8192), 8192, 30.0),
         ),
         "azure-conv",
-        0.6,
-        SLA(ttft_ms=20000.0, tpot_ms=100.0),
-        objective_kind="throughput",
-        tp=2,
+        2.5,
+        SLA(ttft_ms=2000.0, tpot_ms=50.0),
+        objective_kind="latency",
         history=HistorySpec(
             n_windows=500,
-            load_scales=(0.2, 0.35, 0.5, 0.65, 0.8, 0.95),
+            load_scales=(0.5, 1.0, 1.5, 2.0, 3.0, 4.0),
             knob="max_num_seqs",
             rule=(8, 16, 32, 64, 128, 256),
         ),
@@ -261,6 +267,8 @@ def make_prior(scenario: Scenario) -> AnalyticalPrior:
         scenario.objective,
         dtype=scenario.dtype,
         tp=scenario.tp,
+        window_s=scenario.window_s,
+        warmup_s=scenario.warmup_s,
     )
 
 
@@ -401,9 +409,18 @@ def run_policy(
         "final_config": fi,
         "final_true_reward": float(truth[fi]),
         "best_reward": float(truth.max()),
-        "final_ratio": float(truth[fi] / truth.max()) if truth.max() > 0 else math.nan,
+        "final_ratio": _final_ratio(float(truth[fi]), float(truth.max())),
     }
     return rows, record
+
+
+def _final_ratio(final: float, best: float) -> float:
+    """One minus the final config's shortfall relative to the oracle's reward magnitude: the
+    final / oracle ratio for a positive reward, and for a latency (a negative reward) one minus
+    the fraction by which the final config's latency exceeds the oracle's."""
+    if best == 0.0:
+        return math.nan
+    return 1.0 - (best - final) / abs(best)
 
 
 def run_scenario(

@@ -1,8 +1,9 @@
 """The tuning benchmark's relative claims on a small, fixed-seed version of scenario (e).
 
 Scenario (e) is the causal one: 500 (here 200) recorded windows in which an autoscaler raised
-max_num_seqs with load. The naive learner reads "more sequences, more throughput" from them;
-backdoor adjustment for the load must not be fooled. Small pools and few windows keep this
+max_num_seqs with load. The reward is minus TTFT p90, which load worsens, so the naive learner
+reads "fewer sequences, faster first tokens" from them; at the load to come the few-sequence
+configs queue, and backdoor adjustment for the load must not be fooled. Small pools and few windows keep this
 under a minute; the full benchmark is ``benchmarks/tuning_regret.py``.
 """
 
@@ -24,8 +25,11 @@ def quick_e():
 @pytest.mark.slow
 def test_backdoor_adjustment_beats_the_naive_learner_and_ucb1(quick_e):
     truth = quick_e.oracle(0)
-    assert truth.max() > 1.05 * np.median(truth)  # the knobs matter in this scenario
-    rows, finals = run_scenario(quick_e, ("ba-ucb", "naive", "ucb1"), seeds=range(3), progress=False)
+    # the knobs matter in this scenario: the median config's TTFT is over twice the best's
+    assert np.median(truth) < 2.0 * truth.max() < 0, truth
+    rows, finals = run_scenario(
+        quick_e, ("ba-ucb", "naive", "ucb1"), seeds=range(3), progress=False
+    )
     summary = summarize(rows, finals).set_index("policy")
     final = finals.groupby("policy")["final_true_reward"].mean()
     assert final["ba-ucb"] > final["naive"], final

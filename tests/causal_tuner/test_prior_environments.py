@@ -111,9 +111,7 @@ def test_prior_serves_only_the_prompts_an_unchunked_engine_admits():
     ctx = {**CTX, "mean_prompt_tokens": 1500.0}
     chunked = prior.reward({"max_num_batched_tokens": 2048, "enable_chunked_prefill": True}, ctx)
     est = prior.estimate({"max_num_batched_tokens": 2048, "enable_chunked_prefill": False}, ctx)
-    unchunked = prior.reward(
-        {"max_num_batched_tokens": 2048, "enable_chunked_prefill": False}, ctx
-    )
+    unchunked = prior.reward({"max_num_batched_tokens": 2048, "enable_chunked_prefill": False}, ctx)
     rejected = est.details["rejected_fraction"]
     assert 0.05 < rejected < 0.5
     assert unchunked <= (1 - rejected) * 4.0 * 200.0 + 1e-9 < chunked + 1e-9
@@ -208,3 +206,35 @@ def test_pooled_environment_oracle(env):
     assert pool.observe(configs[1], 7, draw=2) == pool.observe(configs[1], 7, draw=2)
     with pytest.raises(ValueError, match="not in the pool"):
         pool.observe({"max_num_seqs": 5}, 0)
+
+
+def test_prior_latency_of_an_overloaded_config_follows_its_queue():
+    """Minus TTFT p90 of an overloaded config: its queue grows from an empty engine through the
+    window, so the price is finite, grows with the overload, and is close to what the engine
+    shows (fluid queue; the serving simulator's windows are the reference)."""
+    obj = Objective(kind="latency", sla=SLA(ttft_ms=2000.0, tpot_ms=50.0))
+    prior = AnalyticalPrior("meta-llama/Llama-3.1-8B", "h100_sxm", 1, obj)
+    lengths = LengthDistribution.fixed(1000, 200)
+    ctx = {"request_rate_rps": 12.0, "mean_prompt_tokens": 1000.0, "mean_output_tokens": 200.0}
+    seqs = (8, 16, 128)
+    priced = [-prior.reward({"max_num_seqs": s}, ctx) for s in seqs]
+    assert all(math.isfinite(p) and p > 0 for p in priced)
+    assert priced[0] > priced[1] > 10 * priced[2]  # fewer sequences, a faster-growing queue
+    # the same config under a heavier load queues longer, but never beyond the run so far
+    heavier = -prior.reward({"max_num_seqs": 8}, {**ctx, "request_rate_rps": 24.0})
+    assert priced[0] < heavier <= (prior.warmup_s + prior.window_s) * 1e3
+    env = SimulatedEnvironment(
+        "meta-llama/Llama-3.1-8B",
+        "h100_sxm",
+        1,
+        WindowLoad(12.0, lengths),
+        obj,
+        window_s=prior.window_s,
+        warmup_s=prior.warmup_s,
+        seed=5,
+    )
+    for s, p in zip(seqs[:2], priced[:2], strict=True):
+        sim = np.mean(
+            [env.observe({"max_num_seqs": s}, 0, draw=d)["ttft_p90_ms"] for d in range(2)]
+        )
+        assert p == pytest.approx(sim, rel=0.1), (s, p, sim)
