@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         f"hash): {', '.join(f'{k}: `{v}`' for k, v in POOL_FILES.items())}.  ",
         f"Setting: {args.seeds} seeds ({seeds.start}-{seeds.stop - 1}) x {args.rounds} windows of 60 s, pools of {args.pool_size} simulated "
         "windows per config (the oracle is the pool mean); every policy sees the same window draws "
-        "(common random numbers). Regret is in the objective's units (goodput tok/s, or tok/s for "
-        "(e)) summed over windows; 95% CIs are t-intervals over seeds, ratios carry paired "
+        "(common random numbers). Regret is in the objective's units (goodput tok/s; for (e) "
+        "milliseconds of TTFT p90) summed over windows; 95% CIs are t-intervals over seeds, ratios carry paired "
         f"bootstrap CIs. Plots and CSVs: `{_rel(out)}/`.",
         "",
         "| scenario | policy | cum. regret (95% CI) | final / oracle | final within 3% | SLA-violating windows |",
@@ -200,10 +200,18 @@ def main(argv: list[str] | None = None) -> int:
             f"{sub.loc['ba-ucb', 'final_ratio']:.3f})."
         )
         if "naive" in sub.index:
-            f = finals[finals.scenario == name].groupby("policy")["final_true_reward"].mean()
+            fin = finals[finals.scenario == name]
+            modal = {
+                p: _modal_config(fin[fin.policy == p]["final_config"], builds[name].configs)
+                for p in ("naive", "ba-ucb")
+            }
+            f = fin.groupby("policy")["final_true_reward"].mean()
+            nr, nlo, nhi = paired_ratio(rows, name, "naive", "ba-ucb")
             lines.append(
-                f"- ({name}) confounded history: naive learner's final config has true reward "
-                f"{f['naive']:,.0f}, BA-UCB's {f['ba-ucb']:,.0f} (oracle {finals[finals.scenario == name]['best_reward'].iloc[0]:,.0f})."
+                f"- ({name}) confounded history: the naive learner's final config has true reward "
+                f"{f['naive']:,.0f} (most often {modal['naive']}), BA-UCB's {f['ba-ucb']:,.0f} "
+                f"(most often {modal['ba-ucb']}); oracle {fin['best_reward'].iloc[0]:,.0f}. "
+                f"Naive / BA-UCB cumulative regret = {nr:.1f} (95% CI {nlo:.1f}-{nhi:.1f})."
             )
     if "b" in names and "f" in names:
         rb = summary[(summary.scenario == "b") & (summary.policy == "ba-ucb")]["cum_regret"].iloc[0]
@@ -218,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_results:
         _write_section(text)
     return 0
+
+
+def _modal_config(final_configs: pd.Series, configs: list[dict]) -> str:
+    """The final config most seeds chose, with its share of seeds."""
+    idx = int(final_configs.mode().iloc[0])
+    return f"`{configs[idx]}` ({float(np.mean(final_configs == idx)):.0%} of seeds)"
 
 
 def _rel(path: Path) -> str:
