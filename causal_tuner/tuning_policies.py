@@ -208,14 +208,25 @@ class BAUCBTuner(TunerPolicy):
         index = est.mean + self.exploration * np.sqrt(est.var * math.log(t + 1))
         return self._argmax(index)
 
-    def estimates(self, cands, trials: Sequence[FrozenTrial], context: Mapping[str, float]):
+    def estimates(
+        self,
+        cands,
+        trials: Sequence[FrozenTrial],
+        context: Mapping[str, float],
+        *,
+        load_window: int | None = None,
+    ):
         """The reward model's estimates of ``cands`` over the load sample, from the history and
-        from the experiments since the last change of the load (:meth:`load_change`)."""
+        from the experiments since the last change of the load (:meth:`load_change`).
+
+        ``load_window``: windows in the load sample (default ``self.load_window``)."""
         start = self.load_change(trials)
         if start:
             dropped = {t.trial_id for t in self._context_experiments(trials)[:start]}
             trials = [t for t in trials if not (t.source == "experiment" and t.trial_id in dropped)]
-        return self.model_.estimate(cands, trials, self.load_sample(trials, context))
+        return self.model_.estimate(
+            cands, trials, self.load_sample(trials, context, window=load_window)
+        )
 
     def _context_experiments(self, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
         """The finished experiments whose observation has every context node, in order."""
@@ -258,17 +269,22 @@ class BAUCBTuner(TunerPolicy):
         return int(split[best]) if z[best] > self.change_z else 0
 
     def load_sample(
-        self, trials: Sequence[FrozenTrial], context: Mapping[str, float]
+        self,
+        trials: Sequence[FrozenTrial],
+        context: Mapping[str, float],
+        window: int | None = None,
     ) -> list[dict[str, float]]:
-        """The load the next windows will see: the context of the tuner's last
-        ``load_window`` windows (a serving load swings from window to window, and a config is
-        worth its reward over those swings); ``context`` until the tuner has windows of its own.
+        """The load the next windows will see: the context of the tuner's last ``window``
+        (default ``load_window``) windows (a serving load swings from window to window, and a
+        config is worth its reward over those swings); ``context`` until the tuner has windows
+        of its own.
         """
+        window = self.load_window if window is None else int(window)
         recent = [
             {k: float(t.observation[k]) for k in self.context_keys}
             for t in self._experiments(trials)
             if t.state is TrialState.COMPLETE
-        ][-self.load_window :]
+        ][-window:]
         return recent or [dict(context)]
 
 

@@ -212,7 +212,11 @@ def test_a_failed_first_window_keeps_the_given_context():
 
     s = TuningSession(space(), Objective(), "ba-ucb", prior=prior, seed=0)
     trials = s.run(EmptyFirst(30.0, 0), 3, first_context=FIRST, progress=False)
-    assert [t.state for t in trials] == [TrialState.FAILED, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert [t.state for t in trials] == [
+        TrialState.FAILED,
+        TrialState.COMPLETE,
+        TrialState.COMPLETE,
+    ]
 
 
 def test_a_prior_that_prices_every_config_at_zero_keeps_a_real_band():
@@ -256,6 +260,18 @@ def test_estimate_over_a_sample_of_loads_averages_the_prior():
     sample = s.policy.load_sample(s.store.trials([TrialState.COMPLETE]), FIRST)
     assert len(sample) == s.policy.load_window == 10
     assert set(sample[0]) == set(s.context_keys)
+    trials = s.store.trials([TrialState.COMPLETE])
+    assert len(s.policy.load_sample(trials, FIRST, window=50)) == 12  # all there are
+    # the kept config is judged over the longer sample: its estimate is the model's over it
+    seen = []
+    model = s.policy.model_
+    estimate = model.estimate
+    model.estimate = lambda cands, trials, ctx: (
+        seen.append(len(ctx)) or estimate(cands, trials, ctx)
+    )
+    s.best_config(load_window=5)
+    s.best_config()
+    assert seen == [5, 12]
 
 
 def test_load_change_sets_the_old_workload_aside():
