@@ -22,10 +22,7 @@ Estimation (our derivation, following ``DESIGN.md`` steps 1-5):
 2. The reward's deviation from the prior, ``r = Y - pi(c, w)``, is regressed on
    ``[1, phi(c), Z - z_now]`` (history rows; experimental rows need no adjustment and are
    regressed on ``[1, phi(c)]``) where ``phi`` is the knob encoding (:meth:`KnobSpace.encode`,
-   which lets a linear model express any per-level effect), with the products of every two
-   knobs' features (two-knob interactions: an effect one knob has only at another's level,
-   e.g. chunked prefill at one tensor-parallel size, is then not spread over both knobs' main
-   effects and extrapolated to configs never tried). The intercept is free (it absorbs
+   which lets a linear model express any per-level effect). The intercept is free (it absorbs
    an error the prior makes on every config alike); the knob coefficients get a Gaussian prior
    ``N(0, tau^2 / K)`` for K knobs, where ``tau`` is the prior's error on one config's reward.
    ``tau`` starts at ``prior_rel_error * scale`` (the analytical model's measured error) and is
@@ -62,9 +59,6 @@ from causal_tuner.store import FrozenTrial, TrialState
 from causal_tuner.structure import PC
 
 __all__ = ["CausalRewardModel", "ConfigEstimates", "PriorFn"]
-
-#: Prior variance of a two-knob interaction coefficient relative to a main effect's.
-INTERACTION_SHRINK = 0.25
 
 #: ``prior(configs, context) -> (mean reward per config, variance per config)``.
 PriorFn = Callable[[Sequence[Mapping], Mapping[str, float]], tuple[np.ndarray, np.ndarray]]
@@ -106,8 +100,6 @@ class CausalRewardModel:
         Significance level of PC's Fisher-z tests.
     min_history_for_structure : int
         Fewer history rows than this: adjust for every context node instead of learning.
-    interactions : bool
-        Add the two-knob interaction features to the encoding (step 2).
     """
 
     def __init__(
@@ -123,7 +115,6 @@ class CausalRewardModel:
         guard_z: float = 3.0,
         pc_alpha: float = 0.01,
         min_history_for_structure: int = 30,
-        interactions: bool = True,
     ) -> None:
         if prior_rel_error is None:
             # the prior's own measured error (AnalyticalPrior.rel_error), else the calibrated
@@ -143,7 +134,6 @@ class CausalRewardModel:
         self.guard_z = float(guard_z)
         self.pc_alpha = float(pc_alpha)
         self.min_history_for_structure = int(min_history_for_structure)
-        self.interactions = bool(interactions)
         self.adjustment_: tuple[str, ...] = self.context_keys if adjust else ()
         self.graph_: nx.DiGraph | None = None
         self._prior_cache: dict[tuple[str, int], float] = {}
@@ -279,17 +269,11 @@ class CausalRewardModel:
             resid, cfg_idx, n_cfg, len(trials) - np.linalg.matrix_rank(sat), scale
         )
         w = 1.0 / noise_c[cfg_idx]
-        # the main effects share the knob part's prior variance as before; an interaction
-        # coefficient gets INTERACTION_SHRINK of a main effect's (effect hierarchy: two-knob
-        # interactions are usually smaller than either knob's own effect)
-        n_main = len(self.space.feature_names())
-        active = max(float(np.mean(np.sum(phi_all[:, :n_main] ** 2, axis=1))), 1.0)
-        coef_prec = np.full(k_phi, 2.0 * active / tau**2)
-        coef_prec[n_main:] /= INTERACTION_SHRINK
+        active = max(float(np.mean(np.sum(phi_all**2, axis=1))), 1.0)
         prec = np.concatenate(
             [
                 [1e-8 / scale**2],
-                coef_prec,
+                np.full(k_phi, 2.0 * active / tau**2),
                 np.full(len(ctx_keys), 1e-8),
                 np.full(n_cfg, 2.0 / tau**2),
             ]
@@ -329,21 +313,7 @@ class CausalRewardModel:
         ]
 
     def _phi_cache(self, keys: list[tuple]) -> np.ndarray:
-        main = self.space.encode_many(self._configs_of(keys))
-        if not self.interactions:
-            return main
-        # pairwise interactions between the features of different knobs
-        owner = np.concatenate(
-            [np.full(len(k.levels) - 1, i) for i, k in enumerate(self.space.knobs)]
-        )
-        pairs = [
-            (a, b)
-            for a in range(main.shape[1])
-            for b in range(a + 1, main.shape[1])
-            if owner[a] != owner[b]
-        ]
-        inter = np.column_stack([main[:, a] * main[:, b] for a, b in pairs]) if pairs else None
-        return main if inter is None else np.hstack([main, inter])
+        return self.space.encode_many(self._configs_of(keys))
 
     def _prior_at(self, trial: FrozenTrial) -> float:
         """The prior's price of a finished trial's config at that trial's own context (cached:
