@@ -18,11 +18,10 @@ import argparse
 import time
 from dataclasses import replace
 
-import numpy as np
-
 from causal_tuner.tuning_benchmark import (
     SCENARIOS,
     build_scenario,
+    modal_final_config,
     paired_ratio,
     run_scenario,
     summarize,
@@ -62,14 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         ratio, lo, hi = paired_ratio(rows, scen.name, "ba-ucb", "ucb1")
         nr, nlo, nhi = paired_ratio(rows, scen.name, "naive", "ba-ucb")
         fin = finals.groupby("policy")["final_true_reward"].mean()
-        naive_cfg = finals[finals.policy == "naive"]["final_config"].mode().iloc[0]
-        share = float(np.mean(finals[finals.policy == "naive"]["final_config"] == naive_cfg))
         print(
             f"| {scale:g}x | {finals['best_reward'].iloc[0]:,.0f} "
             + " ".join(f"| {summary.loc[p, 'cum_regret']:,.0f}" for p in POLICIES)
             + f" | {ratio:.2f} [{lo:.2f}-{hi:.2f}] | {nr:.1f} [{nlo:.1f}-{nhi:.1f}] "
             f"| {fin['ba-ucb']:,.0f} / {fin['naive']:,.0f} "
-            f"| `{built.configs[int(naive_cfg)]}` ({share:.0%}) |",
+            f"| {modal_final_config(finals, 'naive', built.configs)} |",
             flush=True,
         )
         print(f"(load {scale:g}x: {time.perf_counter() - t0:.0f} s)", flush=True)

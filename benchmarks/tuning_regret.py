@@ -31,6 +31,7 @@ from causal_tuner.tuning_benchmark import (
     SCENARIOS,
     build_scenario,
     make_prior,
+    modal_final_config,
     paired_ratio,
     plot_regret,
     run_scenario,
@@ -202,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         if "naive" in sub.index:
             fin = finals[finals.scenario == name]
             modal = {
-                p: _modal_config(fin[fin.policy == p]["final_config"], builds[name].configs)
-                for p in ("naive", "ba-ucb")
+                p: modal_final_config(fin, p, builds[name].configs) for p in ("naive", "ba-ucb")
             }
             f = fin.groupby("policy")["final_true_reward"].mean()
             nr, nlo, nhi = paired_ratio(rows, name, "naive", "ba-ucb")
@@ -226,12 +226,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_results:
         _write_section(text)
     return 0
-
-
-def _modal_config(final_configs: pd.Series, configs: list[dict]) -> str:
-    """The final config most seeds chose, with its share of seeds."""
-    idx = int(final_configs.mode().iloc[0])
-    return f"`{configs[idx]}` ({float(np.mean(final_configs == idx)):.0%} of seeds)"
 
 
 def _rel(path: Path) -> str:

@@ -40,6 +40,7 @@ __all__ = [
     "Scenario",
     "build_scenario",
     "make_prior",
+    "modal_final_config",
     "run_scenario",
     "summarize",
 ]
@@ -486,6 +487,13 @@ def summarize(rows: pd.DataFrame, finals: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(out)
+
+
+def modal_final_config(finals: pd.DataFrame, policy: str, configs: Sequence[dict]) -> str:
+    """The final config most seeds of ``policy`` chose, with its share of seeds."""
+    chosen = finals[finals.policy == policy]["final_config"]
+    idx = int(chosen.mode().iloc[0])
+    return f"`{configs[idx]}` ({float(np.mean(chosen == idx)):.0%} of seeds)"
 
 
 def paired_ratio(

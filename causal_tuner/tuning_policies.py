@@ -280,12 +280,10 @@ class BAUCBTuner(TunerPolicy):
         of its own.
         """
         window = self.load_window if window is None else int(window)
-        recent = [
-            {k: float(t.observation[k]) for k in self.context_keys}
-            for t in self._experiments(trials)
-            if t.state is TrialState.COMPLETE
-        ][-window:]
-        return recent or [dict(context)]
+        recent = self._context_experiments(trials)[-window:]
+        return [{k: float(t.observation[k]) for k in self.context_keys} for t in recent] or [
+            dict(context)
+        ]
 
 
 @register_tuner_policy("ba-ucb-noprior")
