@@ -194,6 +194,10 @@ class Cluster:
         self._entry = self._engines[:n_pre] if n_pre else self._engines
         self._decode = self._engines[n_pre:]
         self._rr = {"entry": 0, "decode": 0}
+        # requests routed to an engine but still in its front end (not yet submitted): the
+        # least-loaded router counts them, or every arrival of a burst would see the same
+        # (stale) loads and go to the same engine
+        self._in_frontend = [0] * len(self._engines)
         self._requests: list[Request] = []
         self._hash_ids: tuple | None = None
         self._hash_block_tokens = 512
@@ -208,7 +212,7 @@ class Cluster:
             i = self._rr[which] % len(pool)
             self._rr[which] += 1
             return pool[i]
-        return min(pool, key=lambda e: (e.num_outstanding, e.index))
+        return min(pool, key=lambda e: (e.num_outstanding + self._in_frontend[e.index], e.index))
 
     def _submit(self, now_ms: float, engine: ServingEngine, req: Request) -> list[Event]:
         if self._hash_ids is not None and req.num_computed == 0 and not req.shared_keys:
@@ -223,6 +227,7 @@ class Cluster:
         engine = self._route(self._entry, "entry")
         latency = engine.config.frontend_latency_ms
         if latency > 0.0:  # the scheduler sees the request after the frontend's latency
+            self._in_frontend[engine.index] += 1
             self._schedule_inbound(now_ms + latency, self._on_frontend_done, (engine, req))
             return []
         return self._submit(now_ms, engine, req)
@@ -232,6 +237,7 @@ class Cluster:
     ) -> list[Event]:
         heapq.heappop(self._inbound)
         engine, req = payload
+        self._in_frontend[engine.index] -= 1
         return self._submit(now_ms, engine, req)
 
     def _on_handoff(self, now_ms: float, req: Request) -> list[Event]:

@@ -277,6 +277,15 @@ def test_round_robin_and_least_loaded_routing():
     assert counts[0] < counts[1]
 
 
+def test_least_loaded_counts_requests_still_in_the_front_end():
+    """A burst arrives at once; each request reaches its engine after the front end's
+    latency. The router must count those in flight, or the whole burst lands on one engine."""
+    trace = Trace(np.zeros(32), np.full(32, 100), np.full(32, 20))
+    reps = [Replica(quiet(frontend_latency_ms=50.0), LinearCost(), 10_000) for _ in range(4)]
+    res = Cluster(reps, router="least_loaded").run(trace)
+    assert res.requests["replica"].value_counts().tolist() == [8, 8, 8, 8]
+
+
 def test_replicas_can_run_different_configs_at_once():
     trace = Trace(np.zeros(64), np.full(64, 128), np.full(64, 64))
     cl = Cluster(
