@@ -56,22 +56,22 @@ SECTION = "## Serving engine: speed and fidelity"
 LOAD_CONCURRENCY = 32
 #: Per backend, fitted by ``--calibrate`` on the calibration half of the aggregated rows (seed 0)
 #: with the front-end latency below: the grid value minimising median TTFT APE + median TPOT APE
-#: (figures in benchmarks/RESULTS.md).
-CLIENT_LENGTH_JITTER = {"vllm": 0.3, "sglang": 0.3, "trtllm": 0.3}
+#: (sglang 0: 25.1 + 23.5 against 39.9 + 12.5 at 0.3; trtllm 0.1: 26.1 + 11.2; vllm 0.05:
+#: 16.0 + 8.8; all values in benchmarks/RESULTS.md). SGLang's scheduler does not mix prefill into
+#: decode steps, so clients with equal lengths stay in lock-step: its rows fit best that way on
+#: B200 and H100, at a cost in TPOT (the engine decodes the whole wave together).
+CLIENT_LENGTH_JITTER = {"vllm": 0.05, "sglang": 0.0, "trtllm": 0.1}
 #: Per-backend frontend latency (``EngineConfig.frontend_latency_ms``: HTTP, tokenization and
-#: hand-off before the scheduler sees a request), fitted by ``--calibrate`` on the same half:
-#: for each backend, the constant c (grid 0..300 ms, step 5) minimising the median TTFT APE of
-#: (engine TTFT at frontend latency 0) + c; the reported rows then simulate it mechanistically.
-#: The values below were fitted that way on the per-row CSV of the run without frontend latency
-#: (calibration half, mean of 2 seeds; ``--calibrate`` refits from a seed-0 pass). Calibration-
-#: half TTFT median APE before -> after: sglang 72.6 -> 41.3 (78 rows), trtllm
-#: 42.4 -> 28.8 (221), vllm 29.6 -> 23.3 (226). (The analytical model fits the same kind of
-#: per-backend constant, ``EngineOverhead.ttft_ms``.)
-FRONTEND_LATENCY_MS = {"vllm": 15.0, "sglang": 230.0, "trtllm": 90.0}
+#: hand-off before the scheduler sees a request), fitted by ``--calibrate`` with the jitter above:
+#: for each backend and jitter, the constant c (grid 0..300 ms, step 5) minimising the median
+#: TTFT APE of (engine TTFT at frontend latency 0) + c; the reported rows then simulate it
+#: mechanistically. (The analytical model fits the same kind of per-backend constant,
+#: ``EngineOverhead.ttft_ms``.)
+FRONTEND_LATENCY_MS = {"vllm": 15.0, "sglang": 155.0, "trtllm": 100.0}
 #: Requests each closed-loop client sends (the measurement's length is not recorded; the first,
 #: synchronized wave weighs less the longer the run). Chosen on 50 calibration-half aggregated
 #: rows with concurrency 32-256 (seed 0, ``random_state=0`` sample): median TTFT APE 57.7% with
-#: 4 requests per client, 29.5% with 10 (jitter and frontend latency as above, fitted at 4).
+#: 4 requests per client, 29.5% with 10 (with the constants of that time, jitter 0.3).
 REQUESTS_PER_CLIENT = 10
 JITTER_GRID = (0.0, 0.05, 0.1, 0.2, 0.3)
 GROUP_KEYS = [
