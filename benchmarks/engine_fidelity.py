@@ -73,7 +73,7 @@ FRONTEND_LATENCY_MS = {"vllm": 15.0, "sglang": 155.0, "trtllm": 100.0}
 #: rows with concurrency 32-256 (seed 0, ``random_state=0`` sample): median TTFT APE 57.7% with
 #: 4 requests per client, 29.5% with 10 (with the constants of that time, jitter 0.3).
 REQUESTS_PER_CLIENT = 10
-JITTER_GRID = (0.0, 0.05, 0.1, 0.2, 0.3)
+JITTER_GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
 GROUP_KEYS = [
     "model_path",
     "system",
