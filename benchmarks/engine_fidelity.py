@@ -57,9 +57,10 @@ LOAD_CONCURRENCY = 32
 #: Per backend, fitted by ``--calibrate`` on the calibration half of the aggregated rows (seed 0)
 #: with the front-end latency below: the grid value minimising median TTFT APE + median TPOT APE
 #: (sglang 0: 25.1 + 23.5 against 37.5 + 13.4 at 0.01 and 39.9 + 12.5 at 0.3; trtllm 0.1:
-#: 26.1 + 11.2; vllm 0.05: 16.0 + 8.8; all values in benchmarks/RESULTS.md). SGLang's scheduler does not mix prefill into
-#: decode steps, so clients with equal lengths stay in lock-step: its rows fit best that way on
-#: B200 and H100, at a cost in TPOT (the engine decodes the whole wave together).
+#: 26.1 + 11.2; vllm 0.05: 16.0 + 8.8; all values in benchmarks/RESULTS.md). SGLang's scheduler
+#: does not mix prefill into decode steps, so clients with equal lengths stay in lock-step: its
+#: rows fit best that way on B200 and H100, at a cost in TPOT (the engine decodes the whole wave
+#: together).
 CLIENT_LENGTH_JITTER = {"vllm": 0.05, "sglang": 0.0, "trtllm": 0.1}
 #: Per-backend frontend latency (``EngineConfig.frontend_latency_ms``: HTTP, tokenization and
 #: hand-off before the scheduler sees a request), fitted by ``--calibrate`` with the jitter above:
