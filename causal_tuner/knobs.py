@@ -491,16 +491,47 @@ class KnobSpace:
                     out.append(candidate)
         return out
 
-    def feature_names(self) -> list[str]:
-        return [name for k in self.knobs for name in k.feature_names()]
+    def feature_names(self, pairs: bool = False) -> list[str]:
+        """Names of :meth:`encode_many`'s columns (``pairs``: with the pairwise products)."""
+        names = [name for k in self.knobs for name in k.feature_names()]
+        if pairs:
+            per_knob = [k.feature_names() for k in self.knobs]
+            names += [
+                f"{a} & {b}"
+                for ka, kb in itertools.combinations(per_knob, 2)
+                for a in ka
+                for b in kb
+            ]
+        return names
 
     def encode(self, config: Mapping[str, Level]) -> np.ndarray:
         """Features of a config (see the module docstring); length ``sum(L_k - 1)``."""
         return np.concatenate([k.encode(config[k.name]) for k in self.knobs])
 
-    def encode_many(self, configs: Iterable[Mapping[str, Level]]) -> np.ndarray:
+    def encode_many(
+        self, configs: Iterable[Mapping[str, Level]], pairs: bool = False
+    ) -> np.ndarray:
+        """One row of features per config.
+
+        ``pairs``: also the products of every two knobs' features (``(L_a - 1)(L_b - 1)``
+        columns per pair of knobs), so that a linear model can give two knobs' levels together
+        an effect of their own: an effect seen only at ``tensor_parallel_size >= 2`` with
+        ``max_num_batched_tokens >= 8192`` need not be charged to every ``tensor_parallel_size
+        >= 2`` config.
+        """
         rows = [self.encode(c) for c in configs]
-        return np.vstack(rows) if rows else np.zeros((0, len(self.feature_names())))
+        if not rows:
+            return np.zeros((0, len(self.feature_names(pairs))))
+        x = np.vstack(rows)
+        if not pairs:
+            return x
+        edges = np.cumsum([0] + [len(k.levels) - 1 for k in self.knobs])
+        blocks = [slice(edges[i], edges[i + 1]) for i in range(len(self.knobs))]
+        products = [
+            (x[:, a, None] * x[:, None, b]).reshape(len(x), -1)
+            for a, b in itertools.combinations(blocks, 2)
+        ]
+        return np.hstack([x, *products])
 
     def restart_cost_s(self, old: Mapping[str, Level], new: Mapping[str, Level]) -> float:
         """Serving time lost moving from ``old`` to ``new``: the costliest changed knob (one restart)."""

@@ -100,6 +100,12 @@ class CausalRewardModel:
         Significance level of PC's Fisher-z tests.
     min_history_for_structure : int
         Fewer history rows than this: adjust for every context node instead of learning.
+    interactions : bool
+        Model the prior's error with the knobs' pairwise products as well as their per-level
+        features (:meth:`KnobSpace.encode_many`), so that an error the prior makes only for two
+        knobs' levels together need not be charged to every config with one of them. Every
+        feature, per-level or product, gets the same prior variance (the knob effects' total
+        stays ``tau^2 / 2``); an untried combination of tried levels keeps a band of its own.
     """
 
     def __init__(
@@ -115,6 +121,7 @@ class CausalRewardModel:
         guard_z: float = 3.0,
         pc_alpha: float = 0.01,
         min_history_for_structure: int = 30,
+        interactions: bool = True,
     ) -> None:
         if prior_rel_error is None:
             # the prior's own measured error (AnalyticalPrior.rel_error), else the calibrated
@@ -134,6 +141,7 @@ class CausalRewardModel:
         self.guard_z = float(guard_z)
         self.pc_alpha = float(pc_alpha)
         self.min_history_for_structure = int(min_history_for_structure)
+        self.interactions = bool(interactions)
         self.adjustment_: tuple[str, ...] = self.context_keys if adjust else ()
         self.graph_: nx.DiGraph | None = None
         self._prior_cache: dict[tuple[str, int], float] = {}
@@ -227,8 +235,10 @@ class CausalRewardModel:
         A linear mixed model with known variances: ``r_i = b0 + phi(c_i) beta + u_{c_i}
         [+ gamma (z_i - z_now)] + e_i`` with ``beta ~ N(0, tau^2 / (2 k))`` per coefficient
         (``k`` the mean number of active features), ``u_c ~ N(0, tau^2 / 2)`` and a vague prior
-        on ``b0`` and ``gamma``. The noise variance is the residual variance of the saturated
-        model (one mean per config, plus the context terms), i.e. the within-config spread.
+        on ``b0`` and ``gamma``; ``phi`` holds the per-level features and, with
+        ``interactions``, their pairwise products. The noise variance is the residual variance
+        of the saturated model (one mean per config, plus the context terms), i.e. the
+        within-config spread.
 
         ``base``: per-config prior to deviate from, instead of the prior at each row's context.
 
@@ -313,7 +323,7 @@ class CausalRewardModel:
         ]
 
     def _phi_cache(self, keys: list[tuple]) -> np.ndarray:
-        return self.space.encode_many(self._configs_of(keys))
+        return self.space.encode_many(self._configs_of(keys), pairs=self.interactions)
 
     def _prior_at(self, trial: FrozenTrial) -> float:
         """The prior's price of a finished trial's config at that trial's own context (cached:

@@ -165,3 +165,19 @@ def test_encode_many_shape(space):
     x = space.encode_many(configs)
     assert x.shape == (5, len(space.feature_names())) == (5, 3 + 2 + 1)
     assert space.encode_many([]).shape == (0, 6)
+
+
+def test_pairwise_features_are_the_products_of_two_knobs_levels(space):
+    configs = list(space.grid())
+    x = space.encode_many(configs, pairs=True)
+    names = space.feature_names(pairs=True)
+    # 6 per-level features, then 3*2 + 3*1 + 2*1 products
+    assert x.shape == (len(configs), len(names)) == (len(configs), 6 + 6 + 3 + 2)
+    assert space.encode_many([], pairs=True).shape == (0, 17)
+    single, single_names = space.encode_many(configs), space.feature_names()
+    np.testing.assert_array_equal(x[:, :6], single)
+    for j, name in enumerate(names[6:], start=6):
+        a, b = name.split(" & ")
+        assert a.split(">=")[0].split("=")[0] != b.split(">=")[0].split("=")[0]
+        expected = single[:, single_names.index(a)] * single[:, single_names.index(b)]
+        np.testing.assert_array_equal(x[:, j], expected)
