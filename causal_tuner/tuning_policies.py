@@ -9,6 +9,8 @@ Registered policies:
 * ``ba-ucb``: BA-UCB over configs with the analytical prior (:mod:`causal_tuner.reward_model`);
   index ``mu + c * sqrt(V * log t)``;
 * ``ba-ucb-noprior``: the same without the analytical prior (ablation);
+* ``ba-ucb-additive``: the same with an additive model of the prior's error, no pairwise
+  products of the knobs' features (ablation);
 * ``naive``: the same estimator, prior included, but without backdoor adjustment (history
   pooled with experiments, context ignored): the learner confounded history fools;
 * ``model-only``: AIConfigurator-style, the analytical argmax, never learns;
@@ -162,6 +164,7 @@ class BAUCBTuner(TunerPolicy):
 
     needs_prior: ClassVar[bool] = True
     adjust: ClassVar[bool] = True
+    interactions: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -193,6 +196,7 @@ class BAUCBTuner(TunerPolicy):
             prior=self.prior,
             prior_rel_error=self.prior_rel_error,
             adjust=self.adjust,
+            interactions=self.interactions,
         )
         self._learned_at: int | None = None
         self.last_estimates_ = None
@@ -295,6 +299,13 @@ class BAUCBNoPriorTuner(BAUCBTuner):
     def __init__(self, space, objective, **kwargs):
         kwargs["prior"] = None
         super().__init__(space, objective, **kwargs)
+
+
+@register_tuner_policy("ba-ucb-additive")
+class BAUCBAdditiveTuner(BAUCBTuner):
+    """BA-UCB whose model of the prior's error has no pairwise products (ablation)."""
+
+    interactions: ClassVar[bool] = False
 
 
 @register_tuner_policy("naive")
