@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"(most often {modal['ba-ucb']}); oracle {fin['best_reward'].iloc[0]:,.0f}. "
                 f"Naive / BA-UCB cumulative regret = {nr:.1f} (95% CI {nlo:.1f}-{nhi:.1f})."
             )
-    if "b" in names and "f" in names:
+    if "b" in names and "f" in names and "ba-ucb" in set(summary.policy):
         rb = summary[(summary.scenario == "b") & (summary.policy == "ba-ucb")]["cum_regret"].iloc[0]
         rf = summary[(summary.scenario == "f") & (summary.policy == "ba-ucb")]["cum_regret"].iloc[0]
         lines.append(
