@@ -145,6 +145,7 @@ class CausalRewardModel:
         self.adjustment_: tuple[str, ...] = self.context_keys if adjust else ()
         self.graph_: nx.DiGraph | None = None
         self._prior_cache: dict[tuple[str, int], float] = {}
+        self._phi_last: tuple[tuple, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ structure
     def learn_adjustment(self, history: Sequence[FrozenTrial]) -> tuple[str, ...]:
@@ -323,7 +324,13 @@ class CausalRewardModel:
         ]
 
     def _phi_cache(self, keys: list[tuple]) -> np.ndarray:
-        return self.space.encode_many(self._configs_of(keys), pairs=self.interactions)
+        """Features of ``keys``' configs; the last set is kept (both fits of an estimate, and
+        round after round, ask for the same configs)."""
+        tag = (self.interactions, tuple(keys))
+        if self._phi_last is None or self._phi_last[0] != tag:
+            phi = self.space.encode_many(self._configs_of(keys), pairs=self.interactions)
+            self._phi_last = (tag, phi)
+        return self._phi_last[1]
 
     def _prior_at(self, trial: FrozenTrial) -> float:
         """The prior's price of a finished trial's config at that trial's own context (cached:
