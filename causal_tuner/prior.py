@@ -51,6 +51,8 @@ CAPACITY_ERROR = 0.2
 
 _nodes, _weights = np.polynomial.hermite_e.hermegauss(5)
 _GAUSS_HERMITE = (_nodes, _weights / _weights.sum())
+#: Reward prices :class:`AnalyticalPrior` keeps (config and exact load) before starting afresh.
+_REWARD_CACHE_SIZE = 1 << 16
 
 
 def p_below(target: float, mean: float, p90: float) -> float:
@@ -161,6 +163,10 @@ class AnalyticalPrior:
         self.window_s = float(window_s)
         self.warmup_s = float(warmup_s)
         self._cache: dict[tuple, ServingEstimate | None] = {}
+        # a window's reward price, by config and exact load: the tuner prices every config over
+        # the loads of its recent windows each round, mostly the same windows as the round
+        # before (emptied when full: a daemon's loads never repeat exactly)
+        self._reward_cache: dict[tuple, float] = {}
         # fail early on an unknown model or system, with the simulator's message
         self.deployment(self.tp).step_model()
 
@@ -254,6 +260,19 @@ class AnalyticalPrior:
         is not, and a prior that jumps between zero and full goodput as the window's load moves
         by a few percent would make every residual against it a coin flip.
         """
+        load = tuple(
+            (k, float(context[k]))
+            for k in ("request_rate_rps", "mean_prompt_tokens", "mean_output_tokens", "arrival_cv2")
+            if k in context
+        )
+        key = (tuple(sorted(config.items())), load)
+        if key not in self._reward_cache:
+            if len(self._reward_cache) >= _REWARD_CACHE_SIZE:
+                self._reward_cache.clear()
+            self._reward_cache[key] = self._reward_uncached(config, dict(load))
+        return self._reward_cache[key]
+
+    def _reward_uncached(self, config: Mapping, context: Mapping[str, float]) -> float:
         if self.capacity_error == 0.0 or self.objective.kind == "latency":
             return self._reward_at(config, context, 1.0)
         return float(

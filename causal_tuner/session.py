@@ -267,17 +267,15 @@ class TuningSession:
     def experiments(self) -> list[FrozenTrial]:
         return [t for t in self.store.trials([TrialState.COMPLETE]) if t.source == "experiment"]
 
-    def best_config(self, z: float = 1.0, load_window: int = 50) -> dict:
+    def best_config(self, z: float = 1.0, load_window: int | None = None) -> dict:
         """The config the tuner would keep.
 
         With a reward model (BA-UCB and its variants): the largest lower confidence bound,
         ``mean - z * sd``, so that a config is kept for what the tuner knows of it, not for
         what it hopes (an untried config's estimate is the prior's). The estimate averages over
-        the loads of the last ``load_window`` windows since the load last changed: a kept config
-        serves the loads to come, whose spread the longer sample shows better than the few
-        windows the next choice is made for (on the tuning benchmark's held-out seeds 20-39 the
-        final config was within 3% of the oracle in 95% / 100% / 85% of seeds of (b) / (f) /
-        (d) with 50 windows, against 90% / 90% / 80% with BA-UCB's 10; benchmarks/RESULTS.md).
+        the loads of the last ``load_window`` windows since the load last changed (default: the
+        policy's own sample,
+        :meth:`causal_tuner.tuning_policies.BAUCBTuner.load_sample`).
         Otherwise the best mean reward over the tuner's own windows.
         """
         model = getattr(self.policy, "model_", None)

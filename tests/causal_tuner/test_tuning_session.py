@@ -265,12 +265,13 @@ def test_estimate_over_a_sample_of_loads_averages_the_prior():
         s.policy.model_.estimate(s.candidates, [], [])
     # the policy's sample: the last load_window windows of its own
     s.run(Env(30.0, 1), 12, first_context=FIRST, progress=False)
-    sample = s.policy.load_sample(s.store.trials([TrialState.COMPLETE]), FIRST)
-    assert len(sample) == s.policy.load_window == 10
-    assert set(sample[0]) == set(s.context_keys)
     trials = s.store.trials([TrialState.COMPLETE])
-    assert len(s.policy.load_sample(trials, FIRST, window=50)) == 12  # all there are
-    # the kept config is judged over the longer sample: its estimate is the model's over it
+    sample = s.policy.load_sample(trials, FIRST)
+    assert s.policy.load_window == 50 and len(sample) == 12  # all there are
+    assert set(sample[0]) == set(s.context_keys)
+    last5 = s.policy.load_sample(trials, FIRST, window=5)
+    assert last5 == sample[-5:]
+    # the kept config is judged over the same sample unless told otherwise
     seen = []
     model = s.policy.model_
     estimate = model.estimate
