@@ -273,9 +273,8 @@ class TuningSession:
         With a reward model (BA-UCB and its variants): the largest lower confidence bound,
         ``mean - z * sd``, so that a config is kept for what the tuner knows of it, not for
         what it hopes (an untried config's estimate is the prior's). The estimate averages over
-        the loads of the last ``load_window`` windows since the load last changed (default: the
-        policy's own sample,
-        :meth:`causal_tuner.tuning_policies.BAUCBTuner.load_sample`).
+        the loads of the last ``load_window`` windows since the load last changed (default:
+        the policy's own sample, :meth:`causal_tuner.tuning_policies.BAUCBTuner.load_sample`).
         Otherwise the best mean reward over the tuner's own windows.
         """
         model = getattr(self.policy, "model_", None)
