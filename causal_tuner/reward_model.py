@@ -230,6 +230,7 @@ class CausalRewardModel:
         tau: float,
         adjusted: bool,
         base: np.ndarray | None = None,
+        load_now: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Posterior mean and variance of every config's reward deviation from the prior.
 
@@ -242,6 +243,11 @@ class CausalRewardModel:
         within-config spread.
 
         ``base``: per-config prior to deviate from, instead of the prior at each row's context.
+
+        ``load_now``: the context nodes' mean over the load to come. With it, each config with
+        enough windows (:meth:`_load_slopes`) also gets a slope of its deviation on each context
+        node, ``s_ck ~ N(0, tau^2 / (2 K))`` per standardized node (``K`` nodes), centred at
+        ``load_now``, so that its deviation is carried to the load to come along its slope.
 
         ``adjusted``: include the adjustment set (observational rows). Experimental rows need
         no adjustment (the tuner set the knobs) and the prior already carries the load, so they
@@ -267,13 +273,14 @@ class CausalRewardModel:
             len(trials), len(ctx_keys)
         )
         zc = z - z_now if adjusted else z
-        x = np.hstack([np.ones((len(trials), 1)), phi_all[cfg_idx], zc, onehot])
+        slopes = self._load_slopes(trials, onehot, load_now)
+        x = np.hstack([np.ones((len(trials), 1)), phi_all[cfg_idx], zc, onehot, slopes])
         k_phi = phi_all.shape[1]
         # noise: per-config residual variance of the saturated model (config means + load
         # terms), shrunk towards the pooled value. Serving windows are heteroscedastic: a
         # config on the edge of overload swings between fine and saturated windows, a
         # comfortable one barely moves, and a pooled variance would misjudge both.
-        sat = np.hstack([onehot[:, np.unique(cfg_idx)], zc])
+        sat = np.hstack([onehot[:, np.unique(cfg_idx)], zc, slopes])
         coef_sat, *_ = np.linalg.lstsq(sat, r, rcond=None)
         resid = r - sat @ coef_sat
         noise_c = self._noise_per_config(
@@ -287,6 +294,7 @@ class CausalRewardModel:
                 np.full(k_phi, 2.0 * active / tau**2),
                 np.full(len(ctx_keys), 1e-8),
                 np.full(n_cfg, 2.0 / tau**2),
+                np.full(slopes.shape[1], 2.0 * (slopes.shape[1] // n_cfg) / tau**2),
             ]
         )
         xw = x * w[:, None]
@@ -296,13 +304,40 @@ class CausalRewardModel:
         # choice (it equals the inverse whenever that exists)
         cov = np.linalg.pinv(post, hermitian=True)
         coef = cov @ (xw.T @ r)
-        # prediction for each config at z_now: b0 + phi beta + u_c (the load term is zero there)
+        # prediction for each config at z_now: b0 + phi beta + u_c (the load terms and the
+        # slopes are zero there: they are centred at the load to come)
         xc = np.hstack(
-            [np.ones((n_cfg, 1)), phi_all, np.zeros((n_cfg, len(ctx_keys))), np.eye(n_cfg)]
+            [
+                np.ones((n_cfg, 1)),
+                phi_all,
+                np.zeros((n_cfg, len(ctx_keys))),
+                np.eye(n_cfg),
+                np.zeros((n_cfg, slopes.shape[1])),
+            ]
         )
         mean = xc @ coef
         var = np.einsum("ij,jk,ik->i", xc, cov, xc)
         return mean, var
+
+    def _load_slopes(
+        self, trials: Sequence[FrozenTrial], onehot: np.ndarray, load_now: np.ndarray | None
+    ) -> np.ndarray:
+        """Per-config load-slope columns ``onehot_c * (w_k - load_now_k) / sd_k``, for every
+        context node ``k`` that varies over ``trials``; none without ``load_now``.
+
+        Only configs with at least ``K + 2`` windows get slopes (``K`` slopes, the config's own
+        offset, and one window to spare for its noise): with fewer, the slopes of a config
+        would be fitted through its few windows exactly."""
+        if load_now is None or not trials:
+            return np.zeros((len(trials), 0))
+        w = np.array(
+            [[float(t.observation.get(k, np.nan)) for k in self.context_keys] for t in trials]
+        ).reshape(len(trials), len(self.context_keys))
+        sd = np.std(w, axis=0)
+        keep = np.isfinite(sd) & (sd > 1e-12) & np.isfinite(load_now)
+        wc = (w[:, keep] - load_now[keep]) / sd[keep]
+        enough = onehot.sum(axis=0) >= wc.shape[1] + 2
+        return ((onehot * enough)[:, :, None] * wc[:, None, :]).reshape(len(trials), -1)
 
     @staticmethod
     def _noise_per_config(
@@ -351,6 +386,8 @@ class CausalRewardModel:
         configs: Sequence[Mapping],
         trials: Sequence[FrozenTrial],
         context: Mapping[str, float] | Sequence[Mapping[str, float]],
+        *,
+        load_slopes: bool = False,
     ) -> ConfigEstimates:
         """Steps 2-5 for every config in ``configs`` at ``context``.
 
@@ -366,6 +403,15 @@ class CausalRewardModel:
             averaged over it, ``sum_w P(w) E[Y | do(c), w]`` (the backdoor formula over the
             load): the prior is not linear in the load, so pricing a config at the mean load
             is not its mean reward over windows whose load swings.
+        load_slopes : bool
+            Let the prior's error on a config vary linearly with the load: per-config slopes on
+            the context nodes, fitted on the tuner's own windows of that config (only configs
+            with enough of them, :meth:`_load_slopes`). Without them, a deviation learned on a
+            config's windows is carried unchanged to the load to come, so a config tried mostly
+            in light windows, where the prior is right, keeps the prior's overprice of it in
+            heavy ones. The slopes add ``K`` parameters per config, which a config tried a few
+            times cannot pin down: the tuner uses them only to judge the config it keeps, beside
+            the flat model (``TuningSession.best_config``), not to explore.
         """
         contexts = [context] if isinstance(context, Mapping) else list(context)
         if not contexts:
@@ -413,7 +459,14 @@ class CausalRewardModel:
 
         tau = self._prior_deviation_sd(experiments, scale, flat)
         fit_o = self._fit(history, all_keys, z_now, scale, tau, adjusted=True, base=naive_base)
-        fit_e = self._fit(experiments, all_keys, z_now, scale, tau, adjusted=False)
+        load_now = (
+            np.array([np.mean([float(ctx[k]) for ctx in contexts]) for k in self.context_keys])
+            if load_slopes
+            else None
+        )
+        fit_e = self._fit(
+            experiments, all_keys, z_now, scale, tau, adjusted=False, load_now=load_now
+        )
         n = len(configs)
         dropped = np.zeros(n, dtype=bool)
         if fit_o is None and fit_e is None:

@@ -275,14 +275,31 @@ class TuningSession:
         what it hopes (an untried config's estimate is the prior's). The estimate averages over
         the loads of the last ``load_window`` windows since the load last changed (default:
         the policy's own sample, :meth:`causal_tuner.tuning_policies.BAUCBTuner.load_sample`).
+
+        It is the equal-weight average of two models of how the prior's error on a config
+        depends on the load: flat (the error learned on the config's windows holds at the load
+        to come) and sloped (it moves linearly with the load, fitted per config:
+        ``CausalRewardModel.estimate(..., load_slopes=True)``). The mean is the average of the
+        two; the variance is their average plus the spread of their means, so a config the two
+        models disagree on is kept only if both rate it. Neither alone is safe: the flat model
+        keeps a config tried mostly in light windows at the prior's overprice of it in heavy
+        ones, the sloped one can carry a config tried a few times far along its slope.
+
         Otherwise the best mean reward over the tuner's own windows.
         """
         model = getattr(self.policy, "model_", None)
         trials = self.store.trials([TrialState.COMPLETE])
         ctx = self.current_context()
         if model is not None and ctx:
-            est = self.policy.estimates(self._candidates, trials, ctx, load_window=load_window)
-            return dict(self._candidates[int(np.argmax(est.mean - z * np.sqrt(est.var)))])
+            flat, sloped = (
+                self.policy.estimates(
+                    self._candidates, trials, ctx, load_window=load_window, load_slopes=slopes
+                )
+                for slopes in (False, True)
+            )
+            mean = (flat.mean + sloped.mean) / 2.0
+            var = (flat.var + sloped.var) / 2.0 + (sloped.mean - flat.mean) ** 2 / 4.0
+            return dict(self._candidates[int(np.argmax(mean - z * np.sqrt(var)))])
         means: dict[tuple, list[float]] = {}
         configs: dict[tuple, dict] = {}
         for t in self.experiments():

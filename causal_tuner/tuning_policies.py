@@ -222,17 +222,22 @@ class BAUCBTuner(TunerPolicy):
         context: Mapping[str, float],
         *,
         load_window: int | None = None,
+        load_slopes: bool = False,
     ):
         """The reward model's estimates of ``cands`` over the load sample, from the history and
         from the experiments since the last change of the load (:meth:`load_change`).
 
-        ``load_window``: windows in the load sample (default ``self.load_window``)."""
+        ``load_window``: windows in the load sample (default ``self.load_window``);
+        ``load_slopes``: see :meth:`CausalRewardModel.estimate`."""
         start = self.load_change(trials)
         if start:
             dropped = {t.trial_id for t in self._context_experiments(trials)[:start]}
             trials = [t for t in trials if not (t.source == "experiment" and t.trial_id in dropped)]
         return self.model_.estimate(
-            cands, trials, self.load_sample(trials, context, window=load_window)
+            cands,
+            trials,
+            self.load_sample(trials, context, window=load_window),
+            load_slopes=load_slopes,
         )
 
     def _context_experiments(self, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:

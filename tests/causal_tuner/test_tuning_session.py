@@ -275,12 +275,12 @@ def test_estimate_over_a_sample_of_loads_averages_the_prior():
     seen = []
     model = s.policy.model_
     estimate = model.estimate
-    model.estimate = lambda cands, trials, ctx: (
-        seen.append(len(ctx)) or estimate(cands, trials, ctx)
+    model.estimate = lambda cands, trials, ctx, **kw: (
+        seen.append(len(ctx)) or estimate(cands, trials, ctx, **kw)
     )
     s.best_config(load_window=5)
     s.best_config()
-    assert seen == [5, 12]
+    assert seen == [5, 5, 12, 12]  # the flat and the sloped model, each
 
 
 def test_load_change_sets_the_old_workload_aside():
@@ -359,3 +359,55 @@ def test_an_error_of_two_knobs_together_stays_with_the_configs_that_have_both():
     # chunked config has both), so the error is split between the two: part of it (about two
     # thirds here), not all of it, reaches (32, chunked)
     assert errors[True] < 0.75 * errors[False]
+
+
+def test_load_slopes_carry_a_config_s_error_to_the_load_to_come():
+    """A config tried mostly in light windows, where the prior prices it right, and overpriced
+    by the prior the more the load grows: without slopes its deviation, learned at light load,
+    is carried unchanged to the load to come; with them it follows its slope. A config with
+    too few windows gets no slopes (its estimate is the flat one)."""
+    hot = {"max_num_seqs": 64, "enable_chunked_prefill": True}
+    safe = {"max_num_seqs": 32, "enable_chunked_prefill": True}
+
+    def price(config, rate):
+        bonus = {(64, True): 600.0, (32, True): 120.0}
+        return 100.0 * rate + bonus.get(
+            (config["max_num_seqs"], config["enable_chunked_prefill"]), -500.0
+        )
+
+    def truth(config, rate):
+        return price(config, rate) - (80.0 * (rate - 10.0) if config == hot else 0.0)
+
+    def slope_prior(configs, context):
+        mean = np.array([price(c, context["request_rate_rps"]) for c in configs])
+        return mean, (0.25 * mean) ** 2
+
+    def build(n_hot_light, n_hot_heavy, seed=0):
+        rng = np.random.default_rng(seed)
+        rows = [(hot, rng.uniform(10, 13)) for _ in range(n_hot_light)]
+        rows += [(hot, rng.uniform(27, 30)) for _ in range(n_hot_heavy)]
+        rows += [(safe, rng.uniform(10, 30)) for _ in range(40)]
+        s = TuningSession(space(), Objective(), "ba-ucb", prior=slope_prior, seed=0)
+        for i in rng.permutation(len(rows)):
+            config, rate = rows[i]
+            obs = window(config, rate, rng)
+            obs["goodput_tok_s"] = truth(config, rate) + rng.normal(0.0, 30.0)
+            s.store.add_completed(config, obs, source="experiment")
+        trials = s.store.trials([TrialState.COMPLETE])
+        rates = [c["request_rate_rps"] for c in s.policy.load_sample(trials, FIRST)]
+        est = {
+            flag: s.policy.estimates(s.candidates, trials, FIRST, load_slopes=flag)
+            for flag in (False, True)
+        }
+        i = s.candidates.index(hot)
+        true_hot = np.mean([truth(hot, r) for r in rates])
+        return s, {flag: e.mean[i] - true_hot for flag, e in est.items()}
+
+    s, err = build(16, 4)
+    assert err[False] > 200.0  # the flat estimate keeps the light windows' (small) deviation
+    assert abs(err[True]) < 0.1 * err[False], err
+    assert s.best_config() == safe
+    # 4 windows of a config are too few for slopes on 3 varying context nodes (5 needed)
+    # (the other config's slopes move the shared terms a little)
+    _, err = build(3, 1)
+    assert err[True] == pytest.approx(err[False], abs=5.0)
