@@ -29,26 +29,16 @@ import numpy as np
 from joblib import Parallel, delayed
 from tuning_regret import built  # benchmarks/ is on the path when run as a script
 
-from causal_tuner.session import TuningSession
 from causal_tuner.store import TrialState
-from causal_tuner.tuning_benchmark import _final_ratio, _SeededPool
+from causal_tuner.tuning_benchmark import _final_ratio, tune_seed
 
 RULES = ("flat", "sloped", "min", "average")
 
 
 def one_seed(b, seed: int) -> dict[str, float]:
     """Run BA-UCB on scenario ``b`` with ``seed``; the final/oracle ratio under each rule."""
-    s = b.scenario
-    session = TuningSession(b.space, s.objective, "ba-ucb", prior=b.prior, seed=seed)
-    history = b.history_rows(seed)
-    if history:
-        session.add_history(history)
-    env = _SeededPool(b.pool, seed)
-    for r in range(s.rounds):
-        ctx = b.first_context(r) if r == 0 and not session.current_context() else None
-        trial = session.ask(ctx)
-        session.tell(trial.trial_id, env.observe(trial.config, r))
-    truth = b.oracle(s.rounds - 1)
+    session, _ = tune_seed(b, "ba-ucb", seed)
+    truth = b.oracle(b.scenario.rounds - 1)
     index = {b.pool._key(c): i for i, c in enumerate(b.configs)}
     cands = session.candidates
     trials = session.store.trials([TrialState.COMPLETE])

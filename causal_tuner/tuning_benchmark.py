@@ -360,6 +360,28 @@ class _SeededPool:
         return self.pool.observe(config, round_index, draw=self.offset)
 
 
+def tune_seed(
+    built: BuiltScenario, policy: str, seed: int, *, rounds: int | None = None
+) -> tuple[TuningSession, list[tuple[dict, dict[str, float]]]]:
+    """One policy, one seed: the session after ``rounds`` windows (default the scenario's) and
+    each window's (config, observation), in order."""
+    session = TuningSession(
+        built.space, built.scenario.objective, policy, prior=built.prior, seed=seed
+    )
+    history = built.history_rows(seed)
+    if history:
+        session.add_history(history)
+    env = _SeededPool(built.pool, seed)
+    windows = []
+    for r in range(rounds or built.scenario.rounds):
+        ctx = built.first_context(r) if r == 0 and not session.current_context() else None
+        trial = session.ask(ctx)
+        obs = env.observe(trial.config, r)
+        session.tell(trial.trial_id, obs)
+        windows.append((trial.config, obs))
+    return session, windows
+
+
 def run_policy(
     built: BuiltScenario,
     policy: str,
@@ -371,21 +393,13 @@ def run_policy(
     s = built.scenario
     objective = s.objective
     rounds = rounds or s.rounds
-    session = TuningSession(built.space, objective, policy, prior=built.prior, seed=seed)
-    history = built.history_rows(seed)
-    if history:
-        session.add_history(history)
-    env = _SeededPool(built.pool, seed)
+    session, windows = tune_seed(built, policy, seed, rounds=rounds)
     index = {built.pool._key(c): i for i, c in enumerate(built.configs)}
     oracles = {p: built.oracle(r) for p, r in enumerate((0, s.drift_round or 0))}
     rows = []
-    for r in range(rounds):
-        ctx = built.first_context(r) if r == 0 and not session.current_context() else None
-        trial = session.ask(ctx)
-        obs = env.observe(trial.config, r)
-        session.tell(trial.trial_id, obs)
+    for r, (config, obs) in enumerate(windows):
         truth = oracles[built.phase_of(r)]
-        i = index[built.pool._key(trial.config)]
+        i = index[built.pool._key(config)]
         rows.append(
             {
                 "scenario": s.name,
