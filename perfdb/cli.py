@@ -130,15 +130,26 @@ def import_cmd(
     "--world-size", type=int, default=2, show_default=True, help="GPUs/processes for all-reduce."
 )
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--graphs/--no-graphs",
+    default=True,
+    show_default=True,
+    help="On CUDA, time kernels replayed from a CUDA graph (no host launch gaps).",
+)
 @_clean_errors
 def collect_cmd(
-    system: str, device: str, quick: bool, out: Path, world_size: int, seed: int
+    system: str, device: str, quick: bool, out: Path, world_size: int, seed: int, graphs: bool
 ) -> None:
     """Measure GEMM, attention (SDPA) and all-reduce with PyTorch on this machine."""
     from perfdb.collector import CollectConfig, collect
 
     config = CollectConfig(
-        system=system, device=device, quick=quick, world_size=world_size, seed=seed
+        system=system,
+        device=device,
+        quick=quick,
+        world_size=world_size,
+        seed=seed,
+        graphs=graphs,
     )
     path = collect(config, out)
     click.echo(

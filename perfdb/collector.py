@@ -28,8 +28,8 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +56,12 @@ class CollectConfig:
     world_size : int
         Processes (GPUs) in the all-reduce group; 1 skips the all-reduce sweep.
     warmup, iters, repeats : int
-        Untimed calls, timed calls per average, averages per point (median kept).
+        Untimed calls, timed calls per average (at least one per rotating input set),
+        averages per point (median kept).
     seed : int
         Seed of the random input tensors.
+    graphs : bool
+        On CUDA, time the calls replayed from a CUDA graph (no host launch gaps).
     """
 
     system: str
@@ -69,6 +72,7 @@ class CollectConfig:
     iters: int = 10
     repeats: int = 3
     seed: int = 0
+    graphs: bool = True
 
     def __post_init__(self) -> None:
         if not self.system or not all(ch.isalnum() or ch in "_-." for ch in self.system):
@@ -96,10 +100,10 @@ class CollectConfig:
                 "allreduce_bytes": [1024, 16384, 262144],
             }
         return {
-            "gemm_m": [1, 8, 32, 128, 512, 2048, 8192],
-            "gemm_nk": [1024, 2048, 4096, 8192],
+            "gemm_m": [1, 8, 32, 64, 128, 512, 1024, 2048, 8192],
+            "gemm_nk": [1024, 2048, 4096, 8192, 16384],
             "attn_batch": [1, 4, 16],
-            "attn_isl": [128, 512, 2048, 4096],
+            "attn_isl": [128, 512, 2048, 4096, 8192],
             "attn_heads": [8, 16, 32],
             "attn_kv_heads": [8],
             "attn_head_dim": 128,
@@ -120,34 +124,84 @@ def _import_torch():
 
 
 class _Timer:
+    """Times a kernel over rotating input sets (so repeated calls do not hit a warm L2).
+
+    On CUDA the timed calls are captured once in a CUDA graph and the graph is replayed, as a
+    serving engine does for its steps: the time is the kernels', not the host's launch gaps
+    (``graphs=False``, or a kernel that cannot be captured, times eager launches instead).
+    """
+
     def __init__(self, torch, device: str, config: CollectConfig) -> None:
         self.torch, self.device, self.config = torch, device, config
+        self.eager_fallbacks = 0
+        self.l2_bytes = 0
+        if device == "cuda":
+            props = torch.cuda.get_device_properties(0)
+            self.l2_bytes = int(getattr(props, "L2_cache_size", 0) or 50 * 2**20)
 
-    def __call__(self, fn: Callable[[], Any]) -> float:
-        """Median over repeats of the mean time of one call, in ms."""
-        torch, cfg = self.torch, self.config
-        for _ in range(cfg.warmup):
-            fn()
+    def sets_for(self, bytes_per_set: int) -> int:
+        """Input sets to rotate through: together at least twice the L2 (one on CPU)."""
+        if not self.l2_bytes:
+            return 1
+        return int(min(256, max(1, -(-2 * self.l2_bytes // max(bytes_per_set, 1)))))
+
+    def __call__(self, fns: Callable[[], Any] | Sequence[Callable[[], Any]]) -> float:
+        """Median over repeats of the mean time of one call, in ms.
+
+        ``fns`` is one call or one per input set; each timed run goes through all of them
+        (``iters`` calls at least).
+        """
+        cfg = self.config
+        fns = [fns] if callable(fns) else list(fns)
+        seq = [fns[i % len(fns)] for i in range(max(cfg.iters, len(fns)))]
+        if self.device == "cuda" and cfg.graphs:
+            try:
+                return self._graph_time(fns, seq)
+            except RuntimeError:
+                self.eager_fallbacks += 1
+                self.torch.cuda.synchronize()
+        for i in range(cfg.warmup):
+            fns[i % len(fns)]()
         means = []
         for _ in range(cfg.repeats):
-            if self.device == "cuda":
-                start, end = (
-                    torch.cuda.Event(enable_timing=True),
-                    torch.cuda.Event(enable_timing=True),
-                )
-                torch.cuda.synchronize()
-                start.record()
-                for _ in range(cfg.iters):
-                    fn()
-                end.record()
-                torch.cuda.synchronize()
-                means.append(start.elapsed_time(end) / cfg.iters)
-            else:
-                t0 = time.perf_counter()
-                for _ in range(cfg.iters):
-                    fn()
-                means.append((time.perf_counter() - t0) * 1e3 / cfg.iters)
+            means.append(self._elapsed_ms(lambda: [f() for f in seq]) / len(seq))
         return float(statistics.median(means))
+
+    def _elapsed_ms(self, run: Callable[[], Any]) -> float:
+        torch = self.torch
+        if self.device != "cuda":
+            t0 = time.perf_counter()
+            run()
+            return (time.perf_counter() - t0) * 1e3
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        run()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end)
+
+    def _graph_time(self, fns: list, seq: list) -> float:
+        torch, cfg = self.torch, self.config
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the capture stream, as torch asks
+            for i in range(max(cfg.warmup, len(fns))):
+                fns[i % len(fns)]()
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for f in seq:
+                f()
+        graph.replay()
+        means = [self._elapsed_ms(graph.replay) / len(seq) for _ in range(cfg.repeats)]
+        del graph
+        return float(statistics.median(means))
+
+
+def _randn(torch, shape: tuple[int, ...], device: str, gen):
+    return torch.randn(shape, generator=gen, device=device, dtype=torch.bfloat16)
 
 
 def _measure_gemm(torch, timer: _Timer, device: str, sweeps: dict, gen) -> pd.DataFrame:
@@ -156,11 +210,13 @@ def _measure_gemm(torch, timer: _Timer, device: str, sweeps: dict, gen) -> pd.Da
         (m, n, k) for m in sweeps["gemm_m"] for n in sweeps["gemm_nk"] for k in sweeps["gemm_nk"]
     ]
     for m, n, k in tqdm(shapes, desc="gemm", unit="shape"):
-        a = torch.randn(m, k, generator=gen).to(device=device, dtype=torch.bfloat16)
-        b = torch.randn(k, n, generator=gen).to(device=device, dtype=torch.bfloat16)
-        rows.append(
-            {"dtype": "bf16", "m": m, "n": n, "k": k, "latency_ms": timer(lambda a=a, b=b: a @ b)}
-        )
+        sets = [
+            (_randn(torch, (m, k), device, gen), _randn(torch, (k, n), device, gen))
+            for _ in range(timer.sets_for(2 * (m * k + k * n + m * n)))
+        ]
+        ms = timer([lambda a=a, b=b: a @ b for a, b in sets])
+        rows.append({"dtype": "bf16", "m": m, "n": n, "k": k, "latency_ms": ms})
+        del sets
     return pd.DataFrame(rows)
 
 
@@ -178,13 +234,22 @@ def _measure_attention(
         if h % kvh == 0
     ]
     common = {"dtype": "bf16", "kv_dtype": "bf16", "window_size": 0, "head_dim": d}
+
+    def time_sdpa(b, h, kvh, q_len, kv_len, causal):
+        sets = [
+            (
+                _randn(torch, (b, h, q_len, d), device, gen),
+                _randn(torch, (b, kvh, kv_len, d), device, gen),
+            )
+            for _ in range(timer.sets_for(2 * b * d * (2 * h * q_len + 2 * kvh * kv_len)))
+        ]
+        gqa = kvh != h
+        return timer(
+            [lambda q=q, kv=kv: sdpa(q, kv, kv, is_causal=causal, enable_gqa=gqa) for q, kv in sets]
+        )
+
     for b, h, kvh in tqdm(combos, desc="attention", unit="shape"):
         for isl in sweeps["attn_isl"]:
-            q = torch.randn(b, h, isl, d, generator=gen).to(device=device, dtype=torch.bfloat16)
-            kv = torch.randn(b, kvh, isl, d, generator=gen).to(device=device, dtype=torch.bfloat16)
-            ms = timer(
-                lambda q=q, kv=kv, gqa=kvh != h: sdpa(q, kv, kv, is_causal=True, enable_gqa=gqa)
-            )
             ctx.append(
                 {
                     **common,
@@ -193,15 +258,10 @@ def _measure_attention(
                     "batch_size": b,
                     "isl": isl,
                     "num_heads": h,
-                    "latency_ms": ms,
+                    "latency_ms": time_sdpa(b, h, kvh, isl, isl, causal=True),
                 }
             )
         for kv_len in sweeps["gen_kv_len"]:
-            q = torch.randn(b, h, 1, d, generator=gen).to(device=device, dtype=torch.bfloat16)
-            kv = torch.randn(b, kvh, kv_len, d, generator=gen).to(
-                device=device, dtype=torch.bfloat16
-            )
-            ms = timer(lambda q=q, kv=kv, gqa=kvh != h: sdpa(q, kv, kv, enable_gqa=gqa))
             dec.append(
                 {
                     **common,
@@ -209,7 +269,7 @@ def _measure_attention(
                     "batch_size": b,
                     "kv_len": kv_len,
                     "num_heads": h,
-                    "latency_ms": ms,
+                    "latency_ms": time_sdpa(b, h, kvh, 1, kv_len, causal=False),
                 }
             )
     return pd.DataFrame(ctx), pd.DataFrame(dec)
@@ -235,7 +295,8 @@ def _allreduce_worker(
         dev = f"cuda:{rank}" if device == "cuda" else "cpu"
         if device == "cuda":
             torch.cuda.set_device(rank)
-        cfg = CollectConfig(**config)
+        # eager: NCCL calls are not captured in a CUDA graph here
+        cfg = CollectConfig(**{**config, "graphs": False})
         timer = _Timer(torch, device, cfg)
         rows = []
         for size in sizes:
@@ -284,18 +345,25 @@ def _measure_allreduce(torch, config: CollectConfig, sizes: list[int]) -> pd.Dat
         return pd.read_parquet(out_file)
 
 
+def _ceilings(torch, config: CollectConfig, gemm: pd.DataFrame) -> dict[str, float]:
+    """The two measured ceilings: best bf16 GEMM FLOP/s of the sweep, device copy bandwidth."""
+    flops = float((2.0 * gemm.m * gemm.n * gemm.k / (gemm.latency_ms * 1e-3)).max())
+    n = 1 << (22 if config.quick else 28)  # fp32 elements: 1 GiB on a GPU, far over any L2
+    src = torch.rand(n, dtype=torch.float32, device=config.device)
+    dst = torch.empty_like(src)
+    # eager: a copy captured in a CUDA graph becomes a memcpy node, which an H200 ran at
+    # 2.8 TB/s against 4.2 TB/s launched eagerly (benchmarks/RESULTS.md, perfdb collect on GPU)
+    eager = replace(config, graphs=False)
+    ms = _Timer(torch, config.device, eager)(lambda: dst.copy_(src))
+    return {"bf16_gemm_flops": flops, "copy_bw_bytes_s": 2.0 * n * 4 / (ms * 1e-3)}
+
+
 def _measured_spec(
-    torch, config: CollectConfig, gemm: pd.DataFrame, allreduce: pd.DataFrame | None
+    torch, config: CollectConfig, ceilings: dict[str, float], allreduce: pd.DataFrame | None
 ) -> HardwareSpec:
     if config.system in BUILTIN_SPECS:
         return BUILTIN_SPECS[config.system]
-    flops = float((2.0 * gemm.m * gemm.n * gemm.k / (gemm.latency_ms * 1e-3)).max())
-    # memory bandwidth: a large device copy (read + write)
-    n = 1 << (22 if config.quick else 27)
-    src = torch.ones(n, dtype=torch.float32, device=config.device)
-    dst = torch.empty_like(src)
-    ms = _Timer(torch, config.device, config)(lambda: dst.copy_(src))
-    bw = 2.0 * n * 4 / (ms * 1e-3)
+    flops, bw = ceilings["bf16_gemm_flops"], ceilings["copy_bw_bytes_s"]
     if config.device == "cuda":
         props = torch.cuda.get_device_properties(0)
         capacity = int(props.total_memory)
@@ -352,7 +420,7 @@ def collect(config: CollectConfig, out: str | Path) -> Path:
             "--device cuda requested but torch.cuda.is_available() is False (use --device cpu)"
         )
     sweeps = config.sweeps()
-    gen = torch.Generator().manual_seed(config.seed)
+    gen = torch.Generator(device=config.device).manual_seed(config.seed)
     timer = _Timer(torch, config.device, config)
     gemm = _measure_gemm(torch, timer, config.device, sweeps, gen)
     ctx, dec = _measure_attention(torch, timer, config.device, sweeps, gen)
@@ -361,7 +429,8 @@ def collect(config: CollectConfig, out: str | Path) -> Path:
         if config.world_size > 1
         else None
     )
-    spec = _measured_spec(torch, config, gemm, allreduce)
+    ceilings = _ceilings(torch, config, gemm)
+    spec = _measured_spec(torch, config, ceilings, allreduce)
 
     version = str(torch.__version__).split("+")[0]
     sys_dir = Path(out) / config.system
@@ -400,9 +469,18 @@ def collect(config: CollectConfig, out: str | Path) -> Path:
         "sweeps": sweeps,
         "torch": str(torch.__version__),
         "device": device_name,
-        "timing": "CUDA events (device time)"
+        "timing": (
+            "CUDA events around CUDA-graph replays (device time; all-reduce eager)"
+            if config.graphs
+            else "CUDA events (device time, eager launches)"
+        )
         if config.device == "cuda"
         else "time.perf_counter (host)",
+        "rotating_input_sets": f"enough to cover 2x the L2 ({timer.l2_bytes} bytes), at most 256"
+        if timer.l2_bytes
+        else "one (CPU)",
+        "eager_fallbacks": timer.eager_fallbacks,
+        "measured_ceilings": ceilings,
         "host": platform.node(),
         "python": platform.python_version(),
         "rows": written,

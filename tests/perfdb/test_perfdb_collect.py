@@ -43,3 +43,25 @@ def test_collect_config_validation():
         CollectConfig(system="a/b")
     with pytest.raises(ValueError, match="world_size"):
         CollectConfig(system="x", world_size=0)
+
+
+def test_timer_runs_every_input_set_and_needs_iters_calls_at_least():
+    torch = pytest.importorskip("torch")
+    from perfdb.collector import CollectConfig, _Timer
+
+    cfg = CollectConfig(system="x", device="cpu", warmup=0, iters=4, repeats=2)
+    timer = _Timer(torch, "cpu", cfg)
+    assert timer.sets_for(10) == 1  # no L2 to defeat on a CPU
+    calls = [0, 0, 0]
+
+    def bump(i):
+        calls[i] += 1
+
+    ms = timer([lambda i=i: bump(i) for i in range(3)])
+    # each of the 2 repeats runs max(iters, sets) = 4 calls, cycling through the 3 sets
+    assert calls == [4, 2, 2]
+    assert ms >= 0.0
+    timer.l2_bytes = 50 * 2**20  # as on a GPU: sets cover twice the L2, at most 256
+    assert timer.sets_for(2**20) == 100
+    assert timer.sets_for(1) == 256
+    assert timer.sets_for(2**30) == 1

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The GPU path of `causal-tuner perfdb collect` on one lent GPU (the device tool's machine):
+# three full sweeps (CUDA graphs with seeds 0 and 1 for the run-to-run spread; eager launches
+# with seed 0 for the launch gaps), each packed as $OUT/<run>.tgz for
+# `benchmarks/collector_check.py`. Runs from the repository root with the machine's own python3
+# (PyTorch, pandas, pyarrow, click and PyYAML are in its image).
+set -u
+OUT=${OUT:-/tmp/gpu_collect_out}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw \
+    --format=csv | tee "$OUT/nvidia_smi.csv"
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
+run() {
+    name=$1
+    shift
+    start=$(date +%s)
+    PYTHONUNBUFFERED=1 timeout 150 python3 -c "from perfdb.cli import perfdb; perfdb()" \
+        collect --system h200_sxm --device cuda --world-size 1 --out "/tmp/pdb_$name" "$@" \
+        >"$OUT/$name.log" 2>&1
+    echo "$name: exit $? in $(($(date +%s) - start)) s"
+    grep -av "shape/s\]" "$OUT/$name.log" | tail -3
+    tar czf "$OUT/$name.tgz" -C "/tmp/pdb_$name" . 2>/dev/null
+}
+run graphs_seed0 --seed 0
+run graphs_seed1 --seed 1
+run eager_seed0 --seed 0 --no-graphs
+nvidia-smi --query-gpu=clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv
