@@ -101,7 +101,7 @@ def points(roots: dict[str, Path], system: str, backend: str) -> pd.DataFrame:
             t = t.merge(other, on=keys, suffixes=("", f"_{run}"))
         bundled = ref.table(name).groupby(keys, as_index=False).latency_ms.median()
         t = t.merge(bundled, on=keys, how="left", suffixes=("", "_bundled"))
-        t.insert(0, "op", name)
+        t.insert(0, "op", name if name != "gemm" else "gemm " + t.dtype)
         frames.append(t)
     df = pd.concat(frames, ignore_index=True)
     return df.rename(columns={"latency_ms": "latency_ms_graphs_seed0"})
@@ -151,7 +151,7 @@ def step_prices(roots: dict[str, Path], system: str, backend: str, model: str) -
 
 def ref_floor(df: pd.DataFrame) -> float:
     """The smallest bundled attention time at the measured points (ms)."""
-    return float(df.loc[df.op != "gemm", "latency_ms_bundled"].min())
+    return float(df.loc[~df.op.str.startswith("gemm"), "latency_ms_bundled"].min())
 
 
 def plot(df: pd.DataFrame, path: Path) -> None:
@@ -160,7 +160,8 @@ def plot(df: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    ops = list(dict.fromkeys(df.op))
+    fig, axes = plt.subplots(1, len(ops), figsize=(4.4 * len(ops), 4.2))
     for ax, (op, g) in zip(axes, df.groupby("op", sort=False), strict=True):
         ax.loglog(g.latency_ms_bundled, g.latency_ms_graphs_seed0, ".", label="CUDA graphs")
         ax.loglog(g.latency_ms_bundled, g.latency_ms_eager_seed0, "x", ms=4, label="eager")
@@ -182,6 +183,7 @@ def report(
     manifests: dict[str, dict],
     args: argparse.Namespace,
     floor: pd.Series,
+    first: dict[str, dict],
 ) -> str:
     m0 = manifests["graphs_seed0"]
     lines = [
@@ -205,17 +207,30 @@ def report(
             f"| {op} | {len(g)} | {_q(g.latency_ms_graphs_seed1 / g0)} | "
             f"{_q(g.latency_ms_eager_seed0 / g0)} | {_q(g0 / g.latency_ms_bundled)} |"
         )
-    ceil = {r: manifests[r]["measured_ceilings"] for r in RUNS}
+
+    def ceilings(c: dict) -> str:
+        flops = ", ".join(
+            f"{k.removesuffix('_gemm_flops')} {v / 1e12:.0f} TFLOP/s"
+            for k, v in c.items()
+            if k.endswith("_gemm_flops")
+        )
+        return f"{flops}, copy {c['copy_bw_bytes_s'] / 1e12:.2f} TB/s"
+
     lines += [
         "",
-        "Measured ceilings (best bf16 GEMM of the sweep; 1 GiB fp32 copy, read + write bytes): "
-        + "; ".join(
-            f"{r}: {c['bf16_gemm_flops'] / 1e12:.0f} TFLOP/s, {c['copy_bw_bytes_s'] / 1e12:.2f} TB/s"
-            for r, c in ceil.items()
+        "Measured ceilings (best GEMM of the sweep per precision; 1 GiB fp32 copy, read + "
+        "write bytes, launched eagerly): "
+        + "; ".join(f"{r}: {ceilings(manifests[r]['measured_ceilings'])}" for r in RUNS)
+        + ".",
+    ]
+    if first:
+        lines.append(
+            "The first run of the day (`run1/`, before the collector timed its copy eagerly) "
+            "timed the same copy as a CUDA-graph memcpy node: "
+            + "; ".join(f"{r}: {ceilings(c)}" for r, c in first.items())
+            + "."
         )
-        + ". The graph runs timed their copy as a CUDA-graph memcpy node; the eager run's "
-        "copy is the kernel a serving engine's copies are (the collector now times the copy "
-        "eagerly).",
+    lines += [
         "",
         "Host-bound floor: over the "
         f"{len(floor)} GEMM and attention points whose CUDA-graph time is under 10 us, the eager "
@@ -238,7 +253,7 @@ def report(
             f"{r.measured_ms / r.bundled_ms:.3f} | {r.attention_measured_ms:.2f} / "
             f"{r.attention_bundled_ms:.2f} |"
         )
-    attn = df[df.op != "gemm"]
+    attn = df[~df.op.str.startswith("gemm")]
     lines += [
         "",
         "Reading: the GEMMs are cuBLAS in both and agree; the attention measured here is "
@@ -249,6 +264,27 @@ def report(
         "measured tables differ from the bundled ones mostly in attention (last column): "
         "collected SDPA tables are no substitute for an engine's attention tables.",
     ]
+    fp8 = df[df.op == "gemm fp8"]
+    if len(fp8):
+        gap = (fp8.latency_ms_bundled - fp8.latency_ms_graphs_seed0) * 1e3
+        small = fp8.m <= 64
+        wide = (fp8.m >= 2048) & (fp8.n <= 2048)
+        lines += [
+            "",
+            "fp8: `torch._scaled_mm` (cuBLASLt, per-tensor scales, inputs already fp8) runs "
+            "faster than the bundled vLLM fp8 GEMM: by a median "
+            f"{gap[small].median():.1f} us at m <= 64, and by a median factor "
+            f"{(fp8.latency_ms_bundled / fp8.latency_ms_graphs_seed0)[wide].median():.2f} at "
+            "m >= 2048 with n <= 2048, where the [m, k] activation is large beside the weight. "
+            "That is the pattern of a timing that includes quantizing the bf16 activation to "
+            "fp8 (a launch at small m, a pass over m x k at large m), which vLLM's fp8 linear "
+            "layer runs and `_scaled_mm` alone does not. AIConfigurator's vLLM GEMM collector "
+            "(`collector/vllm/collect_gemm.py` of ai-dynamo/aiconfigurator, read through the "
+            "search tool) does time `RowParallelLinear.forward` on a bf16 input with a static "
+            "fp8 activation scale, quantization included. So the bundled fp8 table is the "
+            "serving cost and the measured one a lower bound; the bf16 GEMMs, with nothing to "
+            "quantize, agree.",
+        ]
     lines += [
         "",
         f"Figure: `{args.out / 'collector_check.png'}`. Points: `{args.out / 'collector_check.csv'}`.",
@@ -283,7 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     df.to_csv(args.out / "collector_check.csv", index=False)
     plot(df, args.out / "collector_check.png")
     fast = df.latency_ms_graphs_seed0 < 0.010
-    text = report(df, steps, manifests, args, df.loc[fast, "latency_ms_eager_seed0"])
+    first = {}
+    for run in ("graphs_seed0", "eager_seed0"):
+        for manifest in (args.src / "run1" / run).glob(f"{args.system}/torch/*/manifest.yaml"):
+            first[run] = yaml.safe_load(manifest.read_text())["provenance"]["measured_ceilings"]
+    text = report(df, steps, manifests, args, df.loc[fast, "latency_ms_eager_seed0"], first)
     print(text)
     if not args.no_results:
         write_section(text, SECTION)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU path of `causal-tuner perfdb collect` on one lent GPU (the device tool's machine):
-# three full sweeps (CUDA graphs with seeds 0 and 1 for the run-to-run spread; eager launches
+# three full sweeps, bf16 and fp8 GEMMs (CUDA graphs with seeds 0 and 1 for the run-to-run spread; eager launches
 # with seed 0 for the launch gaps), each packed as $OUT/<run>.tgz for
 # `benchmarks/collector_check.py`. Runs from the repository root with the machine's own python3
 # (PyTorch, pandas, pyarrow, click and PyYAML are in its image).
@@ -21,7 +21,7 @@ run() {
     grep -av "shape/s\]" "$OUT/$name.log" | tail -3
     tar czf "$OUT/$name.tgz" -C "/tmp/pdb_$name" . 2>/dev/null
 }
-run graphs_seed0 --seed 0
-run graphs_seed1 --seed 1
-run eager_seed0 --seed 0 --no-graphs
+run graphs_seed0 --seed 0 --gemm-dtype fp8
+run graphs_seed1 --seed 1 --gemm-dtype fp8
+run eager_seed0 --seed 0 --no-graphs --gemm-dtype fp8
 nvidia-smi --query-gpu=clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv

@@ -136,9 +136,25 @@ def import_cmd(
     show_default=True,
     help="On CUDA, time kernels replayed from a CUDA graph (no host launch gaps).",
 )
+@click.option(
+    "--gemm-dtype",
+    "gemm_dtypes",
+    type=click.Choice(["bf16", "fp8"]),
+    multiple=True,
+    default=("bf16",),
+    show_default=True,
+    help="GEMM precisions (repeat; bf16 is always measured).",
+)
 @_clean_errors
 def collect_cmd(
-    system: str, device: str, quick: bool, out: Path, world_size: int, seed: int, graphs: bool
+    system: str,
+    device: str,
+    quick: bool,
+    out: Path,
+    world_size: int,
+    seed: int,
+    graphs: bool,
+    gemm_dtypes: tuple[str, ...],
 ) -> None:
     """Measure GEMM, attention (SDPA) and all-reduce with PyTorch on this machine."""
     from perfdb.collector import CollectConfig, collect
@@ -150,6 +166,7 @@ def collect_cmd(
         world_size=world_size,
         seed=seed,
         graphs=graphs,
+        gemm_dtypes=("bf16", *(d for d in gemm_dtypes if d != "bf16")),
     )
     path = collect(config, out)
     click.echo(

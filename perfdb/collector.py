@@ -62,6 +62,9 @@ class CollectConfig:
         Seed of the random input tensors.
     graphs : bool
         On CUDA, time the calls replayed from a CUDA graph (no host launch gaps).
+    gemm_dtypes : tuple of str
+        GEMM precisions to sweep: ``bf16`` (always first; it sets the measured FLOP/s) and
+        ``fp8`` (e4m3 with per-tensor scales, through ``torch._scaled_mm``).
     """
 
     system: str
@@ -73,6 +76,7 @@ class CollectConfig:
     repeats: int = 3
     seed: int = 0
     graphs: bool = True
+    gemm_dtypes: tuple[str, ...] = ("bf16",)
 
     def __post_init__(self) -> None:
         if not self.system or not all(ch.isalnum() or ch in "_-." for ch in self.system):
@@ -84,6 +88,13 @@ class CollectConfig:
                 raise ValueError(f"CollectConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup < 0:
             raise ValueError(f"CollectConfig.warmup must be >= 0, got {self.warmup}")
+        dtypes = tuple(self.gemm_dtypes)
+        if not dtypes or dtypes[0] != "bf16" or not set(dtypes) <= {"bf16", "fp8"}:
+            raise ValueError(
+                "CollectConfig.gemm_dtypes must start with 'bf16' and hold only 'bf16' and "
+                f"'fp8', got {self.gemm_dtypes!r}"
+            )
+        object.__setattr__(self, "gemm_dtypes", tuple(dict.fromkeys(dtypes)))
 
     def sweeps(self) -> dict[str, Any]:
         """The size sweeps."""
@@ -204,20 +215,56 @@ def _randn(torch, shape: tuple[int, ...], device: str, gen):
     return torch.randn(shape, generator=gen, device=device, dtype=torch.bfloat16)
 
 
-def _measure_gemm(torch, timer: _Timer, device: str, sweeps: dict, gen) -> pd.DataFrame:
-    rows = []
-    shapes = [
-        (m, n, k) for m in sweeps["gemm_m"] for n in sweeps["gemm_nk"] for k in sweeps["gemm_nk"]
-    ]
-    for m, n, k in tqdm(shapes, desc="gemm", unit="shape"):
-        sets = [
+def _gemm_calls(torch, dtype: str, m: int, n: int, k: int, sets: int, device: str, gen):
+    """``sets`` calls of one GEMM on fresh inputs: bf16 ``a @ b``, or fp8 (e4m3, per-tensor
+    scales, bf16 out) through ``torch._scaled_mm`` (cuBLASLt)."""
+    if dtype == "bf16":
+        pairs = [
             (_randn(torch, (m, k), device, gen), _randn(torch, (k, n), device, gen))
-            for _ in range(timer.sets_for(2 * (m * k + k * n + m * n)))
+            for _ in range(sets)
         ]
-        ms = timer([lambda a=a, b=b: a @ b for a, b in sets])
-        rows.append({"dtype": "bf16", "m": m, "n": n, "k": k, "latency_ms": ms})
-        del sets
-    return pd.DataFrame(rows)
+        return [lambda a=a, b=b: a @ b for a, b in pairs]
+    fp8 = torch.float8_e4m3fn
+    scale = torch.ones((), device=device, dtype=torch.float32)
+    pairs = [
+        (
+            _randn(torch, (m, k), device, gen).to(fp8),
+            _randn(torch, (n, k), device, gen).to(fp8).t(),  # column-major, as cuBLASLt wants
+        )
+        for _ in range(sets)
+    ]
+    return [
+        lambda a=a, b=b: torch._scaled_mm(
+            a, b, scale_a=scale, scale_b=scale, out_dtype=torch.bfloat16
+        )
+        for a, b in pairs
+    ]
+
+
+def _measure_gemm(
+    torch, timer: _Timer, device: str, sweeps: dict, gen, dtypes: tuple[str, ...] = ("bf16",)
+) -> tuple[pd.DataFrame, int]:
+    """The GEMM table, and the number of (dtype, shape) points the backend refused."""
+    rows, refused = [], 0
+    shapes = [
+        (d, m, n, k)
+        for d in dtypes
+        for m in sweeps["gemm_m"]
+        for n in sweeps["gemm_nk"]
+        for k in sweeps["gemm_nk"]
+    ]
+    for dtype, m, n, k in tqdm(shapes, desc="gemm", unit="shape"):
+        width = 2 if dtype == "bf16" else 1
+        sets = timer.sets_for(width * (m * k + k * n) + 2 * m * n)
+        try:
+            calls = _gemm_calls(torch, dtype, m, n, k, sets, device, gen)
+            ms = timer(calls)
+        except RuntimeError:  # e.g. a shape cuBLASLt's fp8 path does not take
+            refused += 1
+            continue
+        rows.append({"dtype": dtype, "m": m, "n": n, "k": k, "latency_ms": ms})
+        del calls
+    return pd.DataFrame(rows), refused
 
 
 def _measure_attention(
@@ -346,8 +393,9 @@ def _measure_allreduce(torch, config: CollectConfig, sizes: list[int]) -> pd.Dat
 
 
 def _ceilings(torch, config: CollectConfig, gemm: pd.DataFrame) -> dict[str, float]:
-    """The two measured ceilings: best bf16 GEMM FLOP/s of the sweep, device copy bandwidth."""
-    flops = float((2.0 * gemm.m * gemm.n * gemm.k / (gemm.latency_ms * 1e-3)).max())
+    """The measured ceilings: best GEMM FLOP/s of the sweep per precision, copy bandwidth."""
+    rate = 2.0 * gemm.m * gemm.n * gemm.k / (gemm.latency_ms * 1e-3)
+    best = {f"{d}_gemm_flops": float(r.max()) for d, r in rate.groupby(gemm.dtype)}
     n = 1 << (22 if config.quick else 28)  # fp32 elements: 1 GiB on a GPU, far over any L2
     src = torch.rand(n, dtype=torch.float32, device=config.device)
     dst = torch.empty_like(src)
@@ -355,7 +403,7 @@ def _ceilings(torch, config: CollectConfig, gemm: pd.DataFrame) -> dict[str, flo
     # 2.8 TB/s against 4.2 TB/s launched eagerly (benchmarks/RESULTS.md, perfdb collect on GPU)
     eager = replace(config, graphs=False)
     ms = _Timer(torch, config.device, eager)(lambda: dst.copy_(src))
-    return {"bf16_gemm_flops": flops, "copy_bw_bytes_s": 2.0 * n * 4 / (ms * 1e-3)}
+    return {**best, "copy_bw_bytes_s": 2.0 * n * 4 / (ms * 1e-3)}
 
 
 def _measured_spec(
@@ -363,7 +411,7 @@ def _measured_spec(
 ) -> HardwareSpec:
     if config.system in BUILTIN_SPECS:
         return BUILTIN_SPECS[config.system]
-    flops, bw = ceilings["bf16_gemm_flops"], ceilings["copy_bw_bytes_s"]
+    bw = ceilings["copy_bw_bytes_s"]
     if config.device == "cuda":
         props = torch.cuda.get_device_properties(0)
         capacity = int(props.total_memory)
@@ -385,14 +433,18 @@ def _measured_spec(
         name=config.system,
         mem_capacity_bytes=capacity,
         mem_bw_bytes_s=bw,
-        tensor_flops={"bf16": flops},
+        tensor_flops={
+            key.removesuffix("_gemm_flops"): value
+            for key, value in ceilings.items()
+            if key.endswith("_gemm_flops")
+        },
         nvlink_bw_bytes_s=link,
         internode_bw_bytes_s=link,
         gpus_per_node=max(gpus, 1),
         sources={
             "mem_capacity_bytes": f"{measured} (device/physical memory size)",
             "mem_bw_bytes_s": f"{measured}: fp32 copy, read + write bytes / time",
-            "tensor_flops": f"{measured}: best bf16 GEMM FLOP/s of the sweep (a lower bound)",
+            "tensor_flops": f"{measured}: best GEMM FLOP/s of the sweep per precision (a lower bound)",
             "nvlink_bw_bytes_s": link_src,
             "internode_bw_bytes_s": "not measured: set equal to the intra-node figure",
             "gpus_per_node": f"{measured}: visible devices",
@@ -422,7 +474,7 @@ def collect(config: CollectConfig, out: str | Path) -> Path:
     sweeps = config.sweeps()
     gen = torch.Generator(device=config.device).manual_seed(config.seed)
     timer = _Timer(torch, config.device, config)
-    gemm = _measure_gemm(torch, timer, config.device, sweeps, gen)
+    gemm, refused = _measure_gemm(torch, timer, config.device, sweeps, gen, config.gemm_dtypes)
     ctx, dec = _measure_attention(torch, timer, config.device, sweeps, gen)
     allreduce = (
         _measure_allreduce(torch, config, sweeps["allreduce_bytes"])
@@ -465,7 +517,7 @@ def collect(config: CollectConfig, out: str | Path) -> Path:
     provenance = {
         "collected_at": when,
         "tool": "causal-tuner perfdb collect",
-        "config": asdict(config),
+        "config": {**asdict(config), "gemm_dtypes": list(config.gemm_dtypes)},
         "sweeps": sweeps,
         "torch": str(torch.__version__),
         "device": device_name,
@@ -480,6 +532,7 @@ def collect(config: CollectConfig, out: str | Path) -> Path:
         if timer.l2_bytes
         else "one (CPU)",
         "eager_fallbacks": timer.eager_fallbacks,
+        "gemm_points_refused": refused,
         "measured_ceilings": ceilings,
         "host": platform.node(),
         "python": platform.python_version(),

@@ -43,6 +43,43 @@ def test_collect_config_validation():
         CollectConfig(system="a/b")
     with pytest.raises(ValueError, match="world_size"):
         CollectConfig(system="x", world_size=0)
+    with pytest.raises(ValueError, match="gemm_dtypes"):
+        CollectConfig(system="x", gemm_dtypes=("fp8",))
+    with pytest.raises(ValueError, match="gemm_dtypes"):
+        CollectConfig(system="x", gemm_dtypes=("bf16", "fp4"))
+    assert CollectConfig(system="x", gemm_dtypes=("bf16", "fp8", "fp8")).gemm_dtypes == (
+        "bf16",
+        "fp8",
+    )
+
+
+@pytest.mark.heavy
+@pytest.mark.slow
+def test_collect_fp8_gemms_on_cpu_gives_a_loadable_fp8_table(tmp_path):
+    torch = pytest.importorskip("torch")
+    if not hasattr(torch, "_scaled_mm"):
+        pytest.skip("this torch has no _scaled_mm")
+    from perfdb import CollectConfig, collect
+
+    collect(
+        CollectConfig(
+            system="cpu_fp8",
+            device="cpu",
+            quick=True,
+            world_size=1,
+            iters=1,
+            repeats=1,
+            gemm_dtypes=("bf16", "fp8"),
+        ),
+        tmp_path,
+    )
+    db = load_system("cpu_fp8", backend="torch", root=tmp_path)
+    gemm = db.table("gemm")
+    assert set(gemm.dtype) == {"bf16", "fp8"}
+    assert len(gemm[gemm.dtype == "fp8"]) == len(gemm[gemm.dtype == "bf16"])
+    # the measured spec has an fp8 rate, so fp8 queries off the grid are priced too
+    assert db.spec.flops_for("fp8") > 0
+    assert db.latency(GemmOp(20, 100, 100, "fp8"))[1] == "interpolated"
 
 
 def test_timer_runs_every_input_set_and_needs_iters_calls_at_least():
