@@ -115,9 +115,17 @@ def _layout(row: pd.Series, prefix: str = "", *, moe: bool = True) -> ParallelCo
 class Predictor:
     """Caches step models per deployment; predicts one row."""
 
-    def __init__(self, overheads: dict[str, EngineOverhead], queue: QueueModel) -> None:
+    def __init__(
+        self,
+        overheads: dict[str, EngineOverhead],
+        queue: QueueModel,
+        *,
+        sglang_mixed_chunk: bool = False,
+    ) -> None:
         self.overheads = overheads
         self.queue = queue
+        # what-if: SGLang launched with --enable-mixed-chunk (silicon_dev.csv does not say)
+        self.sglang_mixed_chunk = sglang_mixed_chunk
         self._base: dict[tuple, AnalyticalStepModel] = {}
         self._tuned: dict[tuple, AnalyticalStepModel] = {}
 
@@ -146,7 +154,8 @@ class Predictor:
             model = self.step_model(row, par)
             per_rank = max(1, -(-conc // par.attention_dp))
             seqs = int(row["batch_size"]) if np.isfinite(row["batch_size"]) else per_rank
-            batching = BatchingConfig(max_num_seqs=max(seqs, 1))
+            mixed = True if self.sglang_mixed_chunk and row["backend"] == "sglang" else None
+            batching = BatchingConfig(max_num_seqs=max(seqs, 1), mixed_batching=mixed)
             est = estimate_aggregated(model, wl, batching, queue=self.queue)
         else:
             is_moe = load_model(row["model_path"]).is_moe
@@ -347,7 +356,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="random subset of rows (smoke runs)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "fidelity"))
     ap.add_argument("--no-results", action="store_true", help="do not touch RESULTS.md")
+    ap.add_argument(
+        "--sglang-mixed-chunk",
+        action="store_true",
+        help="what-if: price aggregated SGLang rows as launched with --enable-mixed-chunk "
+        "(silicon_dev.csv does not record it); implies --no-results",
+    )
     args = ap.parse_args(argv)
+    if args.sglang_mixed_chunk:
+        args.no_results = True
     if not (DATA / "silicon_dev.csv").exists():
         print(f"error: {DATA / 'silicon_dev.csv'} not found", file=sys.stderr)
         return 2
@@ -371,7 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         + f", arrival_cv2={queue.arrival_cv2:g}, rounds={queue.rounds:g}"
     )
-    pred = predict_all(rows, Predictor(overheads, queue))
+    pred = predict_all(
+        rows, Predictor(overheads, queue, sglang_mixed_chunk=args.sglang_mixed_chunk)
+    )
     pred[PREDICTION_COLUMNS].to_csv(out / "predictions.csv", index=False)
     summary = summarize(pred)
     held = summarize(pred[~pred["calibration"]]).loc[[("ALL", "", "")]]
