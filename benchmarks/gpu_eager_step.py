@@ -10,7 +10,10 @@ charges ``kernels x eager_kernel_us`` on top of the kernel times for an eager st
 (``simulator.step_time.EngineOverhead``); this measures what a kernel's launch costs when the
 GPU waits for the host, and how much of it long kernels hide.
 
-Writes ``$OUT/eager_step.csv`` (``--out``). Needs PyTorch with CUDA (``--device cpu --tiny``
+The eager step's kernels are also timed one by one (profiler device time) and summed by kind
+(GEMM, attention, other), to compare with the step model's sum of isolated kernel times.
+
+Writes ``$OUT/eager_step.csv`` and ``$OUT/kernels.csv`` (``--out``). Needs PyTorch with CUDA (``--device cpu --tiny``
 runs the same code on a CPU, eager only, as a smoke test).
 
 Usage (on the lent GPU machine)::
@@ -100,7 +103,19 @@ class Decoder:
         return F.rms_norm(last, (d["hidden"],), self.norm) @ self.lm_head
 
 
-def run_case(model: Decoder, kind: str, size: int, kv_len: int, device: str, args, gen) -> dict:
+def kernel_kind(name: str) -> str:
+    """``gemm``, ``attention`` or ``other``, from a CUDA kernel's name."""
+    low = name.lower()
+    if any(t in low for t in ("flash", "fmha", "attention", "attn", "sdpa")):
+        return "attention"
+    if any(t in low for t in ("gemm", "nvjet", "cutlass", "cublas", "xmma", "matmul", "splitk")):
+        return "gemm"
+    return "other"
+
+
+def run_case(
+    model: Decoder, kind: str, size: int, kv_len: int, device: str, args, gen, names: dict
+) -> dict:
     d = model.d
     seqs, q_len, ctx = (size, 1, kv_len) if kind == "decode" else (1, size, size)
     tokens = torch.randint(0, d["vocab"], (seqs * q_len,), generator=gen, device=device)
@@ -165,10 +180,14 @@ def run_case(model: Decoder, kind: str, size: int, kv_len: int, device: str, arg
             with torch.profiler.profile(activities=acts) as prof:
                 fn()
                 torch.cuda.synchronize()
-            row["kernels"] = sum(
-                1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
-            )
+            kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+            row["kernels"] = len(kernels)
             row["gap_us_per_kernel"] = (row["eager_ms"] - row["graph_ms"]) * 1e3 / row["kernels"]
+            for e in kernels:  # device time of each kernel of the eager step, by kind
+                kind_ = kernel_kind(e.name)
+                us = e.time_range.elapsed_us()
+                row[f"kernel_{kind_}_ms"] = row.get(f"kernel_{kind_}_ms", 0.0) + us / 1e3
+                names[(kind_, e.name[:120])] = names.get((kind_, e.name[:120]), 0.0) + us
     caches.clear()
     if cuda:
         torch.cuda.empty_cache()
@@ -210,9 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     model = Decoder(dims, args.device, gen)
     cases = [("decode", int(b)) for b in args.decode_batches.split(",")]
     cases += [("prefill", int(n)) for n in args.prefill_tokens.split(",")]
-    rows = []
+    rows, kernel_rows = [], []
     for kind, size in cases:
-        row = run_case(model, kind, size, args.kv_len, args.device, args, gen)
+        names: dict = {}
+        row = run_case(model, kind, size, args.kv_len, args.device, args, gen, names)
+        for (k, name), us in names.items():
+            kernel_rows.append({"kind": kind, "size": size, "class": k, "kernel": name, "us": us})
         rows.append(row)
         print(
             ", ".join(
@@ -226,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         fh.write(",".join(keys) + "\n")
         for r in rows:
             fh.write(",".join(str(r.get(k, "")) for k in keys) + "\n")
+    if kernel_rows:
+        with (args.out / "kernels.csv").open("w") as fh:
+            fh.write("kind,size,class,kernel,us\n")
+            for r in kernel_rows:
+                name = r["kernel"].replace('"', "'")
+                fh.write(f'{r["kind"]},{r["size"]},{r["class"]},"{name}",{r["us"]:.2f}\n')
     info = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
     print(
         f"device: {info}; torch {torch.__version__}; dims {dims}; wrote {args.out / 'eager_step.csv'}"
