@@ -39,7 +39,8 @@ from results_md import write_section  # noqa: E402
 
 from perfdb import load_system  # noqa: E402
 
-SECTION = "## perfdb collect on a GPU: measured kernels vs the bundled tables"
+def section(system: str) -> str:
+    return f"## perfdb collect on a GPU ({system}): measured kernels vs the bundled tables"
 KEYS = {
     "gemm": ["dtype", "m", "n", "k"],
     "context_attention": [
@@ -187,9 +188,9 @@ def report(
 ) -> str:
     m0 = manifests["graphs_seed0"]
     lines = [
-        SECTION,
+        section(args.system),
         "",
-        f"Command: `python benchmarks/collector_check.py {args.src}` (CPU, seconds), on the "
+        f"Command: `python benchmarks/collector_check.py {args.src} --system {args.system}` (CPU, seconds), on the "
         "tables that `bash benchmarks/gpu_collect.sh` measured through the `device` tool on "
         f"one {m0['device']} ({m0['torch']}, collected {m0['collected_at']}); the three runs "
         f"and their logs are in `{args.src}`. Bundled reference: `{args.system}` / "
@@ -326,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(df, steps, manifests, args, df.loc[fast, "latency_ms_eager_seed0"], first)
     print(text)
     if not args.no_results:
-        write_section(text, SECTION)
+        write_section(text, section(args.system))
     return 0
 
 

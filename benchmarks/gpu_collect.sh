@@ -6,6 +6,7 @@
 # (PyTorch, pandas, pyarrow, click and PyYAML are in its image).
 set -u
 OUT=${OUT:-/tmp/gpu_collect_out}
+SYSTEM=${SYSTEM:-h200_sxm} # the perfdb system the GPU is (its bundled tables are the reference)
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw \
     --format=csv | tee "$OUT/nvidia_smi.csv"
@@ -15,7 +16,7 @@ run() {
     shift
     start=$(date +%s)
     PYTHONUNBUFFERED=1 timeout 150 python3 -c "from perfdb.cli import perfdb; perfdb()" \
-        collect --system h200_sxm --device cuda --world-size 1 --out "/tmp/pdb_$name" "$@" \
+        collect --system "$SYSTEM" --device cuda --world-size 1 --out "/tmp/pdb_$name" "$@" \
         >"$OUT/$name.log" 2>&1
     echo "$name: exit $? in $(($(date +%s) - start)) s"
     grep -av "shape/s\]" "$OUT/$name.log" | tail -3
