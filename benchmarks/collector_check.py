@@ -39,8 +39,11 @@ from results_md import write_section  # noqa: E402
 
 from perfdb import load_system  # noqa: E402
 
+
 def section(system: str) -> str:
     return f"## perfdb collect on a GPU ({system}): measured kernels vs the bundled tables"
+
+
 KEYS = {
     "gemm": ["dtype", "m", "n", "k"],
     "context_attention": [

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from perfdb.ops import GemmOp
 from simulator.batch import BatchShape
 from simulator.memory import DEFAULT_CUDA_GRAPH_SIZES, MemoryBreakdown, memory_breakdown
 from simulator.models import ModelSpec, Precision, load_model, precision_for
@@ -86,6 +87,28 @@ DEFAULT_OVERHEAD: dict[str, EngineOverhead] = {
     "sglang": EngineOverhead(step_ms=0.5, kernel_scale=0.8, ttft_ms=125.0, prefill_scale=0.9),
     "trtllm": EngineOverhead(step_ms=0.5, kernel_scale=0.9, ttft_ms=125.0, prefill_scale=0.6),
 }
+
+
+@dataclass(frozen=True)
+class InputQuantKernel:
+    """A kernel that quantizes a GEMM's bf16 input to fp8 before the GEMM: a launch plus one
+    memory-bound pass (read 2 bytes, write 1 per input element) at a fraction of the datasheet
+    bandwidth."""
+
+    launch_us: float
+    bandwidth_fraction: float
+
+    def ms(self, m: int, k: int, mem_bw_bytes_s: float) -> float:
+        return self.launch_us / 1e3 + 3.0 * m * k / (self.bandwidth_fraction * mem_bw_bytes_s) * 1e3
+
+
+#: Per backend: the input-quantization kernel that its perfdb fp8 GEMM tables include but its
+#: serving path fuses away, so the step model takes it off those GEMMs' prices (never more than
+#: half of one). vLLM: AIConfigurator's collector times ``RowParallelLinear.forward`` on a bf16
+#: input (quantization included), while vLLM's compiled graphs fuse the quantization into the
+#: norm or activation before each fp8 linear layer. Fitted by ``benchmarks/fp8_input_quant.py``
+#: on bare fp8 GEMMs measured on an H200, checked on an H100 (``benchmarks/RESULTS.md``).
+FUSED_INPUT_QUANT: dict[str, InputQuantKernel] = {"vllm": InputQuantKernel(2.23, 0.33)}
 
 
 def _geometric_grid(limit: int, ratio: float, exact_below: int = 16) -> np.ndarray:
@@ -255,10 +278,13 @@ class AnalyticalStepModel:
             priced = self.db.latencies(todo)
         else:
             priced = [self.db.latency(op) for op in todo]
+        fused = FUSED_INPUT_QUANT.get(self.backend)
         for op, (ms, source) in zip(todo, priced, strict=True):
             ms = float(ms)
             if not math.isfinite(ms) or ms < 0:
                 raise ValueError(f"perfdb returned latency {ms} for {op}")
+            if fused is not None and isinstance(op, GemmOp) and op.dtype == "fp8":
+                ms = max(ms - fused.ms(op.m, op.k, self.spec.mem_bw_bytes_s), ms / 2)
             self._op_ms[op] = ms
             key = str(source).split(":")[0]
             self._sources[key] = self._sources.get(key, 0) + 1

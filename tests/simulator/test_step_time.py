@@ -110,3 +110,32 @@ def test_bad_input_names_the_constraint():
         AnalyticalStepModel.from_names(model="Qwen/Qwen3-8B", system="h100_sxm").step_time_ms(
             BatchShape()
         )
+
+
+def test_vllm_fp8_gemms_drop_the_fused_input_quantization():
+    import perfdb
+    from perfdb import GemmOp
+    from simulator.step_time import FUSED_INPUT_QUANT
+
+    kernel = FUSED_INPUT_QUANT["vllm"]
+    db = perfdb.load_system("h200_sxm", backend="vllm")
+    vllm = AnalyticalStepModel.from_names("meta-llama/Llama-3.1-70B", "h200_sxm", dtype="fp8")
+    sglang = AnalyticalStepModel.from_names(
+        "meta-llama/Llama-3.1-70B", "h200_sxm", dtype="fp8", backend="sglang"
+    )
+    bw = vllm.spec.mem_bw_bytes_s
+    for m in (1, 64, 2048, 8192):
+        op = GemmOp(m, 8192, 8192, "fp8")
+        table = db.latency(op)[0]
+        expected = max(table - kernel.ms(m, 8192, bw), table / 2)
+        assert vllm._price(op) == pytest.approx(expected)
+        assert vllm._price(op) < table  # the kernel always costs something
+    # the bf16 GEMMs and the other backends' fp8 tables are priced as measured
+    bf16 = GemmOp(64, 8192, 8192, "bf16")
+    assert vllm._price(bf16) == pytest.approx(db.latency(bf16)[0])
+    sg = perfdb.load_system("h200_sxm", backend="sglang")
+    op = GemmOp(64, 8192, 8192, "fp8")
+    assert sglang._price(op) == pytest.approx(sg.latency(op)[0])
+    # a launch plus a memory-bound pass: ~2 us at one token, far more at 8192
+    assert kernel.ms(1, 8192, bw) == pytest.approx(kernel.launch_us / 1e3, rel=0.01)
+    assert kernel.ms(8192, 8192, bw) > 50 * kernel.ms(1, 8192, bw)

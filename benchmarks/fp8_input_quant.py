@@ -1,0 +1,181 @@
+"""vLLM fp8 GEMMs priced without the separate activation-quantization kernel: fit and check.
+
+The bundled vLLM fp8 GEMM tables time ``RowParallelLinear.forward`` on a bf16 input, so they
+include quantizing the activation to fp8; vLLM's compiled graphs fuse that quantization into the
+preceding norm or activation (``fuse_norm_quant`` / ``fuse_act_quant``, or Inductor itself).
+``benchmarks/collector_check.py`` measured bare fp8 GEMMs (``torch._scaled_mm``) on an H200 and
+an H100. This script:
+
+1. fits the quantization kernel as ``a + 3 m k bytes / (e x memory bandwidth)`` to bundled minus
+   bare on the H200 sweep (median absolute log error of bundled - kernel against bare), and
+   checks it on the H100 sweep, which the fit did not see;
+2. prices silicon_dev.csv with vLLM's fp8 GEMMs as the step model does
+   (``simulator.step_time.FUSED_INPUT_QUANT``: ``max(bundled - kernel, bundled / 2)``) and as
+   the bundled tables say (that term switched off in this process): with the code's
+   constants, and (``--calibrate``, about 5 minutes) with both refitted on the calibration half
+   by ``benchmarks/fidelity.py``'s grid search.
+
+Writes its block into the fidelity section of ``benchmarks/RESULTS.md`` unless
+``--no-results``.
+
+Usage::
+
+    python benchmarks/fp8_input_quant.py [--calibrate] [--no-results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import collector_check  # noqa: E402
+import fidelity  # noqa: E402
+
+import simulator.step_time as step_time  # noqa: E402
+from perfdb import load_system  # noqa: E402
+
+SWEEPS = {"h200_sxm": "gpu_collect_h200", "h100_sxm": "gpu_collect_h100"}
+
+
+def fp8_points(system: str) -> pd.DataFrame:
+    src = ROOT / "benchmarks" / "results" / SWEEPS[system]
+    with tempfile.TemporaryDirectory() as tmp:
+        roots = collector_check.unpack(src, Path(tmp))
+        df = collector_check.points(roots, system, "vllm")
+    df = df[df.op == "gemm fp8"].copy()
+    df["bw"] = load_system(system, backend="vllm").spec.mem_bw_bytes_s
+    return df
+
+
+def quant_ms(a_us: float, eff: float, m, k, bw) -> np.ndarray:
+    return a_us / 1e3 + np.asarray(m) * np.asarray(k) * 3.0 / (eff * np.asarray(bw)) * 1e3
+
+
+def mdale(df: pd.DataFrame, a_us: float, eff: float) -> float:
+    bare = np.maximum(
+        df.latency_ms_bundled - quant_ms(a_us, eff, df.m, df.k, df.bw), df.latency_ms_bundled / 2
+    )
+    return float(np.median(np.abs(np.log(bare / df.latency_ms_graphs_seed0))) * 100)
+
+
+def fit(df: pd.DataFrame) -> tuple[float, float]:
+    best = min(
+        (
+            minimize(lambda p: mdale(df, *p), x0, method="Nelder-Mead")
+            for x0 in ([3, 0.5], [1, 0.2])
+        ),
+        key=lambda r: r.fun,
+    )
+    return float(best.x[0]), float(best.x[1])
+
+
+@contextlib.contextmanager
+def bundled_fp8_prices():
+    """The step model without the fused-quantization term, in this process."""
+    saved = dict(step_time.FUSED_INPUT_QUANT)
+    step_time.FUSED_INPUT_QUANT.clear()
+    try:
+        yield
+    finally:
+        step_time.FUSED_INPUT_QUANT.update(saved)
+
+
+def run(calibrate: bool, out: Path) -> dict[str, float]:
+    """Held-out and vLLM-fp8 median errors of one ``fidelity.py`` pass."""
+    args = ["--no-results", "--out", str(out)] + (["--calibrate"] if calibrate else [])
+    with contextlib.redirect_stdout(None):
+        fidelity.main(args)
+    d = pd.read_csv(out / "predictions.csv")
+    d = d[d.our_status == "ok"]
+    rows = pd.read_csv(fidelity.DATA / "silicon_dev.csv").set_index("id")
+    fp8 = d[(d.backend == "vllm") & (d.id.map(rows.gemm_quant_mode) == "fp8")]
+    held = d[~d.calibration]
+
+    def med(x, col):
+        return float((x[f"our_{col}_ms"] / x[f"silicon_{col}_ms"] - 1).abs().median() * 100)
+
+    return {
+        "held_ttft": med(held, "ttft"),
+        "held_tpot": med(held, "tpot"),
+        "fp8_ttft": med(fp8, "ttft"),
+        "fp8_tpot": med(fp8, "tpot"),
+        "fp8_rows": len(fp8),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--calibrate", action="store_true", help="also refit the constants (slow)")
+    ap.add_argument("--no-results", action="store_true", help="do not touch RESULTS.md")
+    args = ap.parse_args(argv)
+    if not (fidelity.DATA / "silicon_dev.csv").exists():
+        print(f"error: {fidelity.DATA / 'silicon_dev.csv'} not found", file=sys.stderr)
+        return 2
+    h200, h100 = fp8_points("h200_sxm"), fp8_points("h100_sxm")
+    a_us, eff = fit(h200)
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for cal in [False, True] if args.calibrate else [False]:
+            with bundled_fp8_prices():
+                runs[("bundled fp8 prices", cal)] = run(cal, Path(tmp) / f"base{cal}")
+            runs[("fused quant (the model)", cal)] = run(cal, Path(tmp) / f"fused{cal}")
+    none = {s: mdale(d, 0.0, 1e9) for s, d in (("h200", h200), ("h100", h100))}
+    code = step_time.FUSED_INPUT_QUANT["vllm"]
+    base, model = "bundled fp8 prices", "fused quant (the model)"
+    lines = [
+        "### vLLM fp8 GEMMs without the activation-quantization kernel",
+        "",
+        f"Command: `python benchmarks/fp8_input_quant.py{' --calibrate' if args.calibrate else ''}`"
+        " (see its docstring). Quantization kernel fitted on the H200 fp8 sweep: "
+        f"launch {a_us:.2f} us, {eff:.2f} of the datasheet bandwidth (the code has "
+        f"{code.launch_us:g} us and {code.bandwidth_fraction:g}). Bundled minus the kernel "
+        "against the bare fp8 GEMM measured there, median absolute log error x 100: H200 "
+        f"(fit) {mdale(h200, a_us, eff):.1f} (bundled as is: {none['h200']:.1f}); H100 (held "
+        f"out) {mdale(h100, a_us, eff):.1f} (as is: {none['h100']:.1f}).",
+        "",
+        "| pricing | constants | held-out TTFT | held-out TPOT | vLLM fp8 rows TTFT "
+        "| vLLM fp8 rows TPOT |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (variant, cal), r in runs.items():
+        lines.append(
+            f"| {variant} | {'refitted on the calibration half' if cal else 'as in the code'} | "
+            f"{r['held_ttft']:.1f} | {r['held_tpot']:.1f} | {r['fp8_ttft']:.1f} | "
+            f"{r['fp8_tpot']:.1f} |"
+        )
+    lines += [
+        "",
+        f"{runs[(base, False)]['fp8_rows']} vLLM rows (calibration and held-out halves) have "
+        "per-tensor fp8 GEMMs; cells are median absolute % errors.",
+    ]
+    for cal in sorted({c for _, c in runs}):
+        b, f = runs[(base, cal)], runs[(model, cal)]
+        lines.append(
+            f"With the constants {'refitted' if cal else 'as in the code'}, the model's "
+            f"pricing moves the fp8 rows' TTFT by {f['fp8_ttft'] - b['fp8_ttft']:+.1f} points "
+            f"and TPOT by {f['fp8_tpot'] - b['fp8_tpot']:+.1f}; held-out TTFT by "
+            f"{f['held_ttft'] - b['held_ttft']:+.1f} and TPOT by "
+            f"{f['held_tpot'] - b['held_tpot']:+.1f}."
+        )
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_results:
+        fidelity.write_results(text, "fp8-input-quant")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
