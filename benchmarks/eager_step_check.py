@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -92,35 +93,20 @@ def _batch(kind: str, size: int, kv_len: int):
     return BatchShape(prefill_new_tokens=np.array([size]), prefill_context_tokens=np.array([0]))
 
 
-def collected_db():
-    """The H200 tables ``benchmarks/gpu_collect.sh`` measured (same cuBLAS/SDPA kernels)."""
+def collected_db(root: Path):
+    """The H200 tables ``benchmarks/gpu_collect.sh`` measured (same cuBLAS/SDPA kernels),
+    unpacked under ``root`` (read lazily: ``root`` must outlive the pricing)."""
     import tarfile
-    import tempfile
 
     from perfdb import load_system
 
-    root = Path(tempfile.mkdtemp(prefix="collect_h200_"))
     with tarfile.open(ROOT / "benchmarks/results/gpu_collect_h200/graphs_seed0.tgz") as tar:
         tar.extractall(root, filter="data")
     return load_system("h200_sxm", backend="torch", root=root)
 
 
-def repeat_report(first: pd.DataFrame, src: Path) -> list[str]:
-    """Repeatability of the eager and graph times, and the step model's sum of isolated
-    kernel times against the composed step's kernels (by kind) from the repeat run."""
-    if not src.is_dir():
-        return []
-    frames = []
-    for run in RUNS:
-        r = pd.read_csv(src / f"{run}.csv")
-        r.insert(0, "run", run)
-        frames.append(r)
-    rep = pd.concat(frames, ignore_index=True)
-    keys = ["run", "kind", "size", "kv_len"]
-    both = first[[*keys, "eager_ms", "graph_ms"]].merge(rep, on=keys, suffixes=("_1", "_2"))
-    eager_r = both.eager_ms_2 / both.eager_ms_1
-    graph_r = both.graph_ms_2 / both.graph_ms_1
-    db = collected_db()
+def _compose(rep: pd.DataFrame, db) -> list[dict]:
+    """Per repeat step: the step model's GEMM / attention sums from ``db`` beside the step's."""
     rows = []
     for run, model in RUNS.items():
         ref = AnalyticalStepModel.from_names(model=model, system="h200_sxm")
@@ -142,6 +128,26 @@ def repeat_report(first: pd.DataFrame, src: Path) -> list[str]:
                     "graph": r.graph_ms,
                 }
             )
+    return rows
+
+
+def repeat_report(first: pd.DataFrame, src: Path) -> list[str]:
+    """Repeatability of the eager and graph times, and the step model's sum of isolated
+    kernel times against the composed step's kernels (by kind) from the repeat run."""
+    if not src.is_dir():
+        return []
+    frames = []
+    for run in RUNS:
+        r = pd.read_csv(src / f"{run}.csv")
+        r.insert(0, "run", run)
+        frames.append(r)
+    rep = pd.concat(frames, ignore_index=True)
+    keys = ["run", "kind", "size", "kv_len"]
+    both = first[[*keys, "eager_ms", "graph_ms"]].merge(rep, on=keys, suffixes=("_1", "_2"))
+    eager_r = both.eager_ms_2 / both.eager_ms_1
+    graph_r = both.graph_ms_2 / both.graph_ms_1
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = _compose(rep, collected_db(Path(tmp)))
     c = pd.DataFrame(rows)
     gr = c.gemm_model / c.gemm_step
     ar = c.attn_model / c.attn_step

@@ -59,13 +59,10 @@ def fp8_points(system: str) -> pd.DataFrame:
     return df
 
 
-def quant_ms(a_us: float, eff: float, m, k, bw) -> np.ndarray:
-    return a_us / 1e3 + np.asarray(m) * np.asarray(k) * 3.0 / (eff * np.asarray(bw)) * 1e3
-
-
 def mdale(df: pd.DataFrame, a_us: float, eff: float) -> float:
     bare = np.maximum(
-        df.latency_ms_bundled - quant_ms(a_us, eff, df.m, df.k, df.bw), df.latency_ms_bundled / 2
+        df.latency_ms_bundled - step_time.InputQuantKernel(a_us, eff).ms(df.m, df.k, df.bw),
+        df.latency_ms_bundled / 2,
     )
     return float(np.median(np.abs(np.log(bare / df.latency_ms_graphs_seed0))) * 100)
 

@@ -24,6 +24,7 @@ Usage (on the lent GPU machine)::
 from __future__ import annotations
 
 import argparse
+import csv
 import statistics
 import time
 from pathlib import Path
@@ -244,16 +245,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     args.out.mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    with (args.out / "eager_step.csv").open("w") as fh:
-        fh.write(",".join(keys) + "\n")
-        for r in rows:
-            fh.write(",".join(str(r.get(k, "")) for k in keys) + "\n")
+    with (args.out / "eager_step.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
     if kernel_rows:
-        with (args.out / "kernels.csv").open("w") as fh:
-            fh.write("kind,size,class,kernel,us\n")
-            for r in kernel_rows:
-                name = r["kernel"].replace('"', "'")
-                fh.write(f'{r["kind"]},{r["size"]},{r["class"]},"{name}",{r["us"]:.2f}\n')
+        with (args.out / "kernels.csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["kind", "size", "class", "kernel", "us"])
+            writer.writeheader()
+            writer.writerows({**r, "us": f"{r['us']:.2f}"} for r in kernel_rows)
     info = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
     print(
         f"device: {info}; torch {torch.__version__}; dims {dims}; wrote {args.out / 'eager_step.csv'}"
