@@ -265,8 +265,15 @@ def _score(pred: pd.DataFrame, column: str) -> float:
     return float(values.median()) if len(values) else np.inf
 
 
-def calibrate(rows: pd.DataFrame) -> tuple[dict[str, EngineOverhead], QueueModel, pd.DataFrame]:
-    """Grid-search the constants on the calibration half (coordinate-wise, two rounds)."""
+def calibrate(
+    rows: pd.DataFrame, *, ttft_only: bool = False
+) -> tuple[dict[str, EngineOverhead], QueueModel, pd.DataFrame]:
+    """Grid-search the constants on the calibration half (coordinate-wise, two rounds).
+
+    ``ttft_only`` keeps the code's TPOT constants (``step_ms``, ``kernel_scale``) and refits
+    the TTFT ones only (``ttft_ms``, ``prefill_scale``, ``arrival_cv2``, ``rounds``): for a
+    change that moves TTFT and leaves every TPOT prediction as it was.
+    """
     overheads = dict(DEFAULT_OVERHEAD)
     queue = DEFAULT_QUEUE
     predictor = Predictor(overheads, queue)
@@ -281,7 +288,7 @@ def calibrate(rows: pd.DataFrame) -> tuple[dict[str, EngineOverhead], QueueModel
     prefill_scale_grid = tuple(np.round(np.arange(0.4, 1.61, 0.05), 2))
     rounds_grid = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, math.inf)
     for _ in range(2):
-        for backend in sorted(cal["backend"].unique()):
+        for backend in [] if ttft_only else sorted(cal["backend"].unique()):
             sub = cal[cal["backend"] == backend]
             best = (np.inf, overheads[backend])
             for step_ms in step_grid:
@@ -351,7 +358,12 @@ def write_results(text: str, marker: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
-        "--calibrate", action="store_true", help="fit constants on the calibration half"
+        "--calibrate",
+        nargs="?",
+        const="all",
+        choices=("all", "ttft"),
+        help="fit constants on the calibration half: all of them (the default), or only the "
+        "TTFT ones, keeping the code's TPOT constants",
     )
     ap.add_argument("--limit", type=int, default=None, help="random subset of rows (smoke runs)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "fidelity"))
@@ -375,9 +387,13 @@ def main(argv: list[str] | None = None) -> int:
     overheads, queue = dict(DEFAULT_OVERHEAD), DEFAULT_QUEUE
     calib_note = "as in the code (no calibration in this run)"
     if args.calibrate:
-        overheads, queue, log = calibrate(rows)
+        overheads, queue, log = calibrate(rows, ttft_only=args.calibrate == "ttft")
         log.to_csv(out / "calibration_log.csv", index=False)
-        calib_note = "fitted on the calibration half"
+        calib_note = (
+            "TTFT constants fitted on the calibration half, TPOT constants as in the code"
+            if args.calibrate == "ttft"
+            else "fitted on the calibration half"
+        )
     calib_note = (
         calib_note
         + ": "
@@ -388,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         + f", arrival_cv2={queue.arrival_cv2:g}, rounds={queue.rounds:g}"
     )
+    calib_flag = {None: "", "all": " --calibrate", "ttft": " --calibrate ttft"}[args.calibrate]
     pred = predict_all(
         rows, Predictor(overheads, queue, sglang_mixed_chunk=args.sglang_mixed_chunk)
     )
@@ -402,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "### Fidelity on silicon_dev.csv (`benchmarks/fidelity.py`)",
         "",
-        f"Command: `python benchmarks/fidelity.py{' --calibrate' if args.calibrate else ''}"
+        f"Command: `python benchmarks/fidelity.py{calib_flag}"
         f"{f' --limit {args.limit}' if args.limit else ''}` ({elapsed:.0f} s). Machine: {machine()}.",
         f"Constants: {calib_note}. Split: calibration = rows with even SHA-1(id) "
         f"({int(pred['calibration'].sum())} rows), held out = the rest.",
