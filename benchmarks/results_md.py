@@ -25,7 +25,8 @@ def write_section(text: str, section: str, path: Path = RESULTS) -> None:
     if section in body:
         start = body.index(section)
         nxt = body.find("\n## ", start + len(section))
-        body = body[:start] + text + (body[nxt + 1 :] if nxt != -1 else "")
+        rest = "\n\n" + body[nxt + 1 :] if nxt != -1 else "\n"
+        body = body[:start] + text.rstrip() + rest
     else:
         body = body.rstrip() + "\n\n" + text
     path.write_text(body)

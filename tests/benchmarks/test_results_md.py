@@ -15,7 +15,8 @@ def test_write_section_replaces_only_its_section_and_appends_new_ones(tmp_path):
     path = tmp_path / "RESULTS.md"
     path.write_text(DOC)
     results_md.write_section("## A\n\nnew a\n", "## A", path)
-    assert path.read_text() == "# Benchmark results\n\n## A\n\nnew a\n## B\n\nkeep b\n"
+    # the section keeps its blank line before the next heading
+    assert path.read_text() == "# Benchmark results\n\n## A\n\nnew a\n\n## B\n\nkeep b\n"
     results_md.write_section("## C\n\nc\n", "## C", path)
     assert path.read_text().endswith("keep b\n\n## C\n\nc\n")
 
