@@ -13,11 +13,12 @@ overhead and the prefill scale (``ttft_ms``, ``prefill_scale``; TTFT error), the
 prefill-arrival variability and closed-loop rounds (``QueueModel.arrival_cv2``, ``rounds``;
 TTFT error) are fitted by coordinate-wise grid search (two passes) on the calibration half of the
 rows, ``int(sha1(id), 16) % 2 == 0``, minimising the median APE; the other half is held out and
-reported separately. Without ``--calibrate`` the constants in the code are used.
+reported separately. ``--calibrate ttft`` keeps the code's TPOT constants and refits the rest
+(for a change that moves TTFT only). Without ``--calibrate`` the constants in the code are used.
 
 Usage::
 
-    python benchmarks/fidelity.py [--calibrate] [--limit N] [--out benchmarks/out/fidelity]
+    python benchmarks/fidelity.py [--calibrate [ttft]] [--limit N] [--out benchmarks/out/fidelity]
 """
 
 from __future__ import annotations
