@@ -363,8 +363,14 @@ def _replica_at_rate(
     mixed: bool,
     queue: QueueModel,
     tpot_guess: float,
+    ahead: float = math.inf,
 ) -> _Replica:
-    """Evaluate one replica at arrival rate ``lam`` (req/ms) given a TPOT guess."""
+    """Evaluate one replica at arrival rate ``lam`` (req/ms) given a TPOT guess.
+
+    ``ahead`` bounds how many prefills an arrival can find before it: in a closed loop of ``N``
+    admitted clients, ``N - 1`` (a lone client never queues behind itself); unbounded in an
+    open loop.
+    """
     decode_phase = max(osl - 1, 0.0)
     # requests in decode: Little's law on the decode phase, capped by the running limit
     d = min(running_cap, lam * decode_phase * tpot_guess)
@@ -397,8 +403,11 @@ def _replica_at_rate(
 
     service, n_chunks = prefill_service(isl)
     rho = lam * service
-    wait = _kingman_wait(rho, service, queue.arrival_cv2)
-    half_step = 0.5 * (tau_d if d >= 0.5 else 0.0)
+    wait = min(_kingman_wait(rho, service, queue.arrival_cv2), max(ahead, 0.0) * service)
+    # an arrival lands mid-step when other requests are decoding (in a closed loop it sees the
+    # other clients only: the arrival theorem, N - 1 of N)
+    others = d if math.isinf(ahead) else d * max(ahead, 0.0) / (max(ahead, 0.0) + 1.0)
+    half_step = 0.5 * (tau_d if others >= 0.5 else 0.0)
     ttft = wait + service + half_step
     service_p90, _ = prefill_service(isl_p90) if isl_p90 != isl else (service, n_chunks)
     ttft_p90 = _wait_p90(wait, rho) + service_p90 + half_step
@@ -548,12 +557,19 @@ def estimate_aggregated(
     kv_cap_requests = mem.kv_capacity_tokens / (isl + osl)
     running_cap = max(min(batching.max_num_seqs, kv_cap_requests), 1.0)
 
+    # closed loop: at most the other admitted clients are ahead of an arrival
+    ahead = (
+        math.inf
+        if workload.concurrency is None
+        else min(workload.concurrency / ranks, running_cap) - 1.0
+    )
+
     def solve(lam: float, tpot0: float) -> _Replica:
         tpot = tpot0
         rep = None
         for _ in range(30):
             rep = _replica_at_rate(
-                model, lam, running_cap, isl, osl, isl_p90, batching, mixed, queue, tpot
+                model, lam, running_cap, isl, osl, isl_p90, batching, mixed, queue, tpot, ahead
             )
             if not math.isfinite(rep.tpot) or abs(rep.tpot - tpot) <= 1e-3 * max(tpot, 1e-9):
                 break
@@ -573,7 +589,7 @@ def estimate_aggregated(
         tpot_guess = tpot_seed
         # upper bound: prefill server saturation
         probe = _replica_at_rate(
-            model, 1e-9, running_cap, isl, osl, isl_p90, batching, mixed, queue, tpot_seed
+            model, 1e-9, running_cap, isl, osl, isl_p90, batching, mixed, queue, tpot_seed, ahead
         )
         hi = 1.0 / probe.service
         for _ in range(60):
@@ -685,6 +701,10 @@ def estimate_disaggregated(
     isl, osl = workload.isl, workload.osl
     isl_p90 = workload.isl_p90 or isl
     p_ranks = prefill_workers * prefill.parallel.attention_dp
+    # closed loop: an arrival finds at most the other clients of its prefill rank ahead of it
+    ahead = (
+        math.inf if workload.concurrency is None else max(workload.concurrency / p_ranks - 1, 0.0)
+    )
     d_ranks = decode_workers * decode.parallel.attention_dp
     budget = prefill_batching.max_num_batched_tokens
 
@@ -704,7 +724,7 @@ def estimate_disaggregated(
     def at_rate(lam_total: float) -> tuple[float, float, float, float, float]:
         lam_p = lam_total / p_ranks
         rho = lam_p * s_p
-        wait = _kingman_wait(rho, s_p, queue.arrival_cv2)
+        wait = min(_kingman_wait(rho, s_p, queue.arrival_cv2), ahead * s_p)
         ttft = wait + s_p + transfer
         # decode batch per rank: Little's law with the decode phase's own step time
         tpot = decode.decode_step_ms(1, kv_mean, cuda_graphs=decode_batching.cuda_graphs)

@@ -158,9 +158,10 @@ def test_unchunked_prompts_over_the_budget_are_rejected(llama70):
 
 
 def test_closed_loop_ttft_has_no_wait_when_every_client_is_admitted(llama70):
-    # one client is always admitted: its TTFT is its prefill whatever the length of its decode
-    # phase (a wait taken as the bisection's residual grew with the whole request latency:
-    # 86, 92 and 202 ms here, 82, 125 and 235 ms disaggregated)
+    # one client is always admitted and never queues behind itself: its TTFT is its prefill
+    # whatever the length of its decode phase (a wait taken as the bisection's residual grew
+    # with the whole request latency: 86, 92 and 202 ms here at output lengths 128-16384,
+    # 82, 125 and 235 ms disaggregated; Kingman's open-loop wait put 99 ms at length 8)
     steady = QueueModel(arrival_cv2=1.0)
     for estimate in (
         lambda wl: estimate_aggregated(llama70, wl, queue=steady),
@@ -168,5 +169,7 @@ def test_closed_loop_ttft_has_no_wait_when_every_client_is_admitted(llama70):
             llama70, llama70, wl, prefill_workers=1, decode_workers=1, queue=steady
         ),
     ):
-        ttft = [estimate(Workload(1024, osl, concurrency=1)).ttft_ms for osl in (128, 4096, 16384)]
-        assert max(ttft) / min(ttft) < 1.02, ttft
+        ttft = [
+            estimate(Workload(1024, osl, concurrency=1)).ttft_ms for osl in (8, 128, 4096, 16384)
+        ]
+        assert max(ttft) / min(ttft) < 1.03, ttft
