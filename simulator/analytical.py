@@ -367,9 +367,9 @@ def _replica_at_rate(
 ) -> _Replica:
     """Evaluate one replica at arrival rate ``lam`` (req/ms) given a TPOT guess.
 
-    ``ahead`` bounds how many prefills an arrival can find before it: in a closed loop of ``N``
-    admitted clients, ``N - 1`` (a lone client never queues behind itself); unbounded in an
-    open loop.
+    ``ahead`` (>= 0) bounds how many prefills an arrival can find before it: in a closed loop
+    of ``N`` admitted clients, ``N - 1`` (a lone client never queues behind itself); unbounded
+    in an open loop.
     """
     decode_phase = max(osl - 1, 0.0)
     # requests in decode: Little's law on the decode phase, capped by the running limit
@@ -403,10 +403,10 @@ def _replica_at_rate(
 
     service, n_chunks = prefill_service(isl)
     rho = lam * service
-    wait = min(_kingman_wait(rho, service, queue.arrival_cv2), max(ahead, 0.0) * service)
+    wait = min(_kingman_wait(rho, service, queue.arrival_cv2), ahead * service)
     # an arrival lands mid-step when other requests are decoding (in a closed loop it sees the
     # other clients only: the arrival theorem, N - 1 of N)
-    others = d if math.isinf(ahead) else d * max(ahead, 0.0) / (max(ahead, 0.0) + 1.0)
+    others = d if math.isinf(ahead) else d * ahead / (ahead + 1.0)
     half_step = 0.5 * (tau_d if others >= 0.5 else 0.0)
     ttft = wait + service + half_step
     service_p90, _ = prefill_service(isl_p90) if isl_p90 != isl else (service, n_chunks)
@@ -561,7 +561,7 @@ def estimate_aggregated(
     ahead = (
         math.inf
         if workload.concurrency is None
-        else min(workload.concurrency / ranks, running_cap) - 1.0
+        else max(min(workload.concurrency / ranks, running_cap) - 1.0, 0.0)
     )
 
     def solve(lam: float, tpot0: float) -> _Replica:
