@@ -76,7 +76,7 @@ def _precision(row: pd.Series) -> Precision:
     spec = load_model(row["model_path"])
     sm = 100 if str(row["system"]).startswith(("b", "gb")) else 90
     if spec.weight_dtype == "mxfp4":  # gpt-oss: the quant label says nvfp4, the weights are mx
-        return precision_for(spec, "bf16", sm_version=sm, backend=row["backend"])
+        return precision_for(spec, "bf16", sm_version=sm)
     if not isinstance(row["gemm_quant_mode"], str):
         if row["precision"] == "bf16" or not isinstance(row["precision"], str):
             return Precision()  # unquantised checkpoint

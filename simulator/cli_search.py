@@ -141,6 +141,7 @@ def search(
                 ),
                 dtype=dtype,
                 kv_cache_dtype="fp8" if dtype != "bf16" else "bf16",
+                vllm_env=result.vllm_env,
             )
             cmds = render_all(cfg)
             click.echo(f"\nlaunch ({int(best['replicas'])} replica(s)):")

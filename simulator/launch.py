@@ -15,7 +15,7 @@ import importlib.util
 import json
 import shlex
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import yaml
 
@@ -50,6 +50,9 @@ class LaunchConfig:
         ``bf16`` (engine default) or ``fp8``.
     port : int
         HTTP port.
+    vllm_env : dict
+        Environment variables ``vllm serve`` needs to run the kernels the model priced
+        (:func:`simulator.models.vllm_env`).
     """
 
     model: str
@@ -58,6 +61,7 @@ class LaunchConfig:
     dtype: str = "bf16"
     kv_cache_dtype: str = "bf16"
     port: int = 8000
+    vllm_env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -209,7 +213,9 @@ def trtllm_args(cfg: LaunchConfig, options_path: str = "extra_llm_api_options.ya
 def render_all(cfg: LaunchConfig) -> dict[str, str]:
     """Shell-ready commands for the three engines (TensorRT-LLM with its YAML inline)."""
     return {
-        "vllm": "vllm serve " + shlex.join(vllm_args(cfg)),
+        "vllm": "".join(f"{k}={shlex.quote(v)} " for k, v in sorted(cfg.vllm_env.items()))
+        + "vllm serve "
+        + shlex.join(vllm_args(cfg)),
         "sglang": "python -m sglang.launch_server " + shlex.join(sglang_args(cfg)),
         "trtllm": "trtllm-serve " + shlex.join(trtllm_args(cfg)),
         "trtllm_yaml": trtllm_yaml(cfg),

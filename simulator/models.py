@@ -469,22 +469,37 @@ class Precision:
         return table[key]
 
 
-def precision_for(
-    model: ModelSpec, dtype: str, *, sm_version: int = 90, backend: str = "vllm"
-) -> Precision:
+def precision_for(model: ModelSpec, dtype: str, *, sm_version: int = 90) -> Precision:
     """The formats a deployment of ``model`` at precision ``dtype`` actually runs.
 
-    Adjusts :meth:`Precision.from_name` to the checkpoint: gpt-oss ships mxfp4 experts (run
-    w4a16 on Hopper and by vLLM, mxfp4 x mxfp8 by TensorRT-LLM and SGLang on Blackwell) and
-    bf16 attention; published FP8 MoE checkpoints are 128x128 block-scaled, so their experts
-    run block-scaled kernels.
+    Adjusts :meth:`Precision.from_name` to the checkpoint: gpt-oss ships mxfp4 experts and
+    bf16 attention; its experts run w4a16 on Hopper and mxfp4 x mxfp8 on Blackwell (TensorRT-LLM
+    and SGLang by default; vLLM with the environment of :func:`vllm_env`, as its published
+    Blackwell serving recipes set). Published FP8 MoE checkpoints are 128x128 block-scaled, so
+    their experts run block-scaled kernels.
     """
     prec = Precision.from_name(dtype)
     if model.weight_dtype == "mxfp4":
-        blackwell_w4a8 = sm_version >= 100 and backend in ("trtllm", "sglang")
-        moe = "mxfp4_mxfp8" if blackwell_w4a8 else "mxfp4"
+        moe = "mxfp4_mxfp8" if sm_version >= 100 else "mxfp4"
         gemm = prec.gemm if prec.gemm in ("fp8", "fp8_block", "fp4") else "bf16"
         return Precision(gemm=gemm, moe=moe, kv_cache=prec.kv_cache)
     if model.is_moe and prec.moe == "fp8" and model.weight_dtype == "fp8_block":
         return Precision(gemm=prec.gemm, moe="fp8_block", kv_cache=prec.kv_cache)
     return prec
+
+
+#: vLLM's switch from its SM100 default (FlashInfer mxfp4 x bf16 MoE) to the mxfp4 x mxfp8
+#: kernels: set by the Blackwell gpt-oss serving recipes (SemiAnalysis InferenceX
+#: ``benchmarks/gptoss_fp4_b200.sh``), priced by :func:`precision_for`.
+VLLM_MXFP8_MOE_ENV = "VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8"
+
+
+def vllm_env(model: ModelSpec, *, sm_version: int) -> dict[str, str]:
+    """Environment a ``vllm serve`` of ``model`` needs to run what :func:`precision_for` prices.
+
+    Empty except for mxfp4 checkpoints (gpt-oss) on Blackwell, where the mxfp4 x mxfp8 MoE
+    kernels are opt-in in vLLM.
+    """
+    if model.weight_dtype == "mxfp4" and sm_version >= 100:
+        return {VLLM_MXFP8_MOE_ENV: "1"}
+    return {}

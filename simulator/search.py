@@ -17,7 +17,7 @@ tokens/s per GPU whose TTFT and TPOT meet the SLA.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ from simulator.analytical import (
     estimate_aggregated,
     estimate_disaggregated,
 )
-from simulator.models import load_model, precision_for
+from simulator.models import load_model, precision_for, vllm_env
 from simulator.parallel import ParallelConfig, enumerate_parallel
 from simulator.step_time import BACKENDS, AnalyticalStepModel, _load_db
 
@@ -84,6 +84,8 @@ class SearchResult:
     frontier: pd.DataFrame
     best: pd.Series | None
     skipped: dict[str, str]
+    #: environment a ``vllm serve`` of these configurations needs (see ``models.vllm_env``)
+    vllm_env: dict[str, str] = field(default_factory=dict)
 
     def to_csv(self, path: str) -> None:
         self.table.to_csv(path, index=False)
@@ -224,9 +226,8 @@ def search(
     space = space or SearchSpace()
     spec = load_model(model)
     db = db if db is not None else _load_db(system, backend, None)
-    precision = precision_for(
-        spec, dtype, sm_version=getattr(db.spec, "sm_version", 90), backend=backend
-    )
+    sm_version = getattr(db.spec, "sm_version", 90)
+    precision = precision_for(spec, dtype, sm_version=sm_version)
     gpus_per_node = int(getattr(db.spec, "gpus_per_node", 8))
     layouts = enumerate_parallel(
         spec, min(num_gpus, gpus_per_node), gpus_per_node=gpus_per_node, allow_pp=space.allow_pp
@@ -326,7 +327,13 @@ def search(
     frontier = pareto_frontier(table)
     ok = table[table["meets_sla"]]
     best = ok.loc[ok["tok_s_per_gpu"].idxmax()] if not ok.empty else None
-    return SearchResult(table=table, frontier=frontier, best=best, skipped=skipped)
+    return SearchResult(
+        table=table,
+        frontier=frontier,
+        best=best,
+        skipped=skipped,
+        vllm_env=vllm_env(spec, sm_version=sm_version),
+    )
 
 
 def _disagg_point(

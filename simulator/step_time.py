@@ -251,9 +251,7 @@ class AnalyticalStepModel:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         db = _load_db(system, backend, version)
-        precision = precision_for(
-            spec, dtype, sm_version=getattr(db.spec, "sm_version", 90), backend=backend
-        )
+        precision = precision_for(spec, dtype, sm_version=getattr(db.spec, "sm_version", 90))
         if kv_cache_dtype is not None:
             precision = Precision(precision.gemm, precision.moe, kv_cache_dtype)
         return cls(spec, parallel, precision, db, backend=backend, overhead=overhead)

@@ -72,6 +72,17 @@ def test_commands_are_shell_safe():
     assert cmds["sglang"].startswith("python -m sglang.launch_server --model-path")
 
 
+def test_vllm_command_carries_the_environment_the_model_priced():
+    from dataclasses import replace
+
+    from simulator.models import load_model, vllm_env
+
+    env = vllm_env(load_model("openai/gpt-oss-120b"), sm_version=100)
+    words = shlex.split(render_all(replace(DENSE, vllm_env=env))["vllm"])
+    assert words[:3] == ["VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1", "vllm", "serve"]
+    assert render_all(DENSE)["vllm"].startswith("vllm serve ")
+
+
 def test_bad_launch_config():
     with pytest.raises(ValueError, match="kv_cache_dtype"):
         LaunchConfig("m", ParallelConfig(), BatchingConfig(), kv_cache_dtype="int2")

@@ -114,12 +114,15 @@ def test_enumerate_parallel_respects_gpu_count():
 
 def test_precision_follows_the_checkpoint():
     from simulator import precision_for
+    from simulator.models import vllm_env
 
     oss = load_model("openai/gpt-oss-120b")
     assert oss.weight_dtype == "mxfp4"
     assert precision_for(oss, "bf16", sm_version=90).moe == "mxfp4"
-    assert precision_for(oss, "bf16", sm_version=100, backend="trtllm").moe == "mxfp4_mxfp8"
-    assert precision_for(oss, "bf16", sm_version=100, backend="vllm").moe == "mxfp4"
+    assert precision_for(oss, "bf16", sm_version=100).moe == "mxfp4_mxfp8"
+    # vLLM runs those kernels only when told to: the launch carries the switch
+    assert vllm_env(oss, sm_version=100) == {"VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8": "1"}
+    assert vllm_env(oss, sm_version=90) == {}
     ds = load_model("deepseek-ai/DeepSeek-R1")
     assert precision_for(ds, "fp8").moe == "fp8_block" and precision_for(ds, "fp8").gemm == "fp8"
     dense = load_model("Qwen/Qwen3-32B-FP8")
