@@ -1,4 +1,4 @@
-"""vLLM fp8 GEMMs priced without the separate activation-quantization kernel: fit and check.
+"""fp8 GEMMs priced without the activation-quantization kernel where the engine fuses it.
 
 The bundled vLLM fp8 GEMM tables time ``RowParallelLinear.forward`` on a bf16 input, so they
 include quantizing the activation to fp8; vLLM's compiled graphs fuse that quantization into the
@@ -9,11 +9,14 @@ an H100. This script:
 1. fits the quantization kernel as ``a + 3 m k bytes / (e x memory bandwidth)`` to bundled minus
    bare on the H200 sweep (median absolute log error of bundled - kernel against bare), and
    checks it on the H100 sweep, which the fit did not see;
-2. prices silicon_dev.csv with vLLM's fp8 GEMMs as the step model does
-   (``simulator.step_time.FUSED_INPUT_QUANT``: ``max(bundled - kernel, bundled / 2)``) and as
-   the bundled tables say (that term switched off in this process): with the code's
-   constants, and (``--calibrate``, about 5 minutes) with both refitted on the calibration half
-   by ``benchmarks/fidelity.py``'s grid search.
+2. prices silicon_dev.csv with the fp8 GEMMs as the step model does
+   (``simulator.step_time.FUSED_INPUT_QUANT``: ``max(bundled - kernel, bundled / 2)`` on the
+   GEMMs ``fused_quant_roles`` names: every one under vLLM, ``o_proj`` and, for TensorRT-LLM's
+   Llama decoder layer under TP, ``qkv_proj`` and ``gate_up_proj``) and as the bundled tables
+   say (that term switched off in this process): with the code's constants, and
+   (``--calibrate``, about 5 minutes) with both refitted on the calibration half by
+   ``benchmarks/fidelity.py``'s grid search; plus a what-if with every TensorRT-LLM fp8 GEMM
+   fused.
 
 Writes its block into the fidelity section of ``benchmarks/RESULTS.md`` unless
 ``--no-results``.
@@ -79,14 +82,25 @@ def fit(df: pd.DataFrame) -> tuple[float, float]:
 
 
 @contextlib.contextmanager
-def bundled_fp8_prices():
-    """The step model without the fused-quantization term, in this process."""
-    saved = dict(step_time.FUSED_INPUT_QUANT)
-    step_time.FUSED_INPUT_QUANT.clear()
+def fused_roles(rule):
+    """The step model with another ``fused_quant_roles`` rule, in this process."""
+    saved = step_time.fused_quant_roles
+    step_time.fused_quant_roles = rule
     try:
         yield
     finally:
-        step_time.FUSED_INPUT_QUANT.update(saved)
+        step_time.fused_quant_roles = saved
+
+
+def _nothing_fused(backend, model, parallel):
+    return frozenset()
+
+
+_CODE_RULE = step_time.fused_quant_roles
+
+
+def _all_trtllm_fused(backend, model, parallel):
+    return None if backend == "trtllm" else _CODE_RULE(backend, model, parallel)
 
 
 def run(calibrate: bool, out: Path) -> dict:
@@ -141,16 +155,16 @@ def main(argv: list[str] | None = None) -> int:
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for cal in [False, True] if args.calibrate else [False]:
-            with bundled_fp8_prices():
+            with fused_roles(_nothing_fused):
                 runs[("bundled fp8 prices", cal)] = run(cal, Path(tmp) / f"base{cal}")
             runs[("fused quant (the model)", cal)] = run(cal, Path(tmp) / f"fused{cal}")
-        step_time.FUSED_INPUT_QUANT["trtllm"] = step_time.FUSED_INPUT_QUANT["vllm"]
-        try:  # what-if: the same kernel taken off TensorRT-LLM's fp8 GEMMs too
-            runs[("fused quant, also TensorRT-LLM (what-if)", False)] = run(False, Path(tmp) / "t")
-        finally:
-            del step_time.FUSED_INPUT_QUANT["trtllm"]
+        # what-if: the kernel taken off every TensorRT-LLM fp8 GEMM, not only the fused roles
+        with fused_roles(_all_trtllm_fused):
+            runs[("every TensorRT-LLM fp8 GEMM fused (what-if)", False)] = run(
+                False, Path(tmp) / "t"
+            )
     none = {s: mdale(d, 0.0, 1e9) for s, d in (("h200", h200), ("h100", h100))}
-    code = step_time.FUSED_INPUT_QUANT["vllm"]
+    code = step_time.FUSED_INPUT_QUANT
     base, model = "bundled fp8 prices", "fused quant (the model)"
     lines = [
         "### vLLM fp8 GEMMs without the activation-quantization kernel",
@@ -178,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{runs[(base, False)]['vllm_rows']} vLLM and {runs[(base, False)]['trtllm_rows']} "
         "TensorRT-LLM rows (calibration and held-out halves) have per-tensor fp8 GEMMs; cells "
         "are median absolute % errors. TensorRT-LLM's collector times its `Linear.forward` on "
-        "a bf16 input too, but no evidence was found that its serving path fuses the "
-        "quantization, and the what-if row does not support it, so the model leaves it alone.",
+        "a bf16 input too; its PyTorch backend fuses the quantization only where its source "
+        "does (`o_proj`: the attention kernel's fp8 output; `qkv_proj`, `gate_up_proj`: "
+        "`LlamaDecoderLayer`'s all-reduce + RMSNorm + quant under TP with hidden size > 4096), "
+        "which the model follows; the what-if row fuses every TensorRT-LLM fp8 GEMM.",
     ]
     for (variant, cal), r in runs.items():
         if r["constants"] and cal:

@@ -82,13 +82,14 @@ class EngineOverhead:
 #: calibration half of silicon_dev.csv (ids whose SHA-1 is even); RESULTS.md reports the fit
 #: and the held-out error. The TTFT constants (``ttft_ms``, ``prefill_scale``) were refitted
 #: alone (``--calibrate ttft``) after the closed-loop queue-wait fix, which moved TTFT only,
-#: and again after gpt-oss experts on Blackwell were priced as mxfp4 x mxfp8 under vLLM.
+#: and again after each of two pricing changes (gpt-oss experts on Blackwell as mxfp4 x mxfp8
+#: under vLLM; TensorRT-LLM's fused input quantization, :func:`fused_quant_roles`).
 #: ``eager_kernel_us`` is a documented assumption (PyTorch eager launch rate on a modern host
 #: CPU, ~4 us per kernel).
 DEFAULT_OVERHEAD: dict[str, EngineOverhead] = {
     "vllm": EngineOverhead(step_ms=0.0, kernel_scale=1.1, ttft_ms=40.0, prefill_scale=0.75),
     "sglang": EngineOverhead(step_ms=0.5, kernel_scale=0.8, ttft_ms=125.0, prefill_scale=1.1),
-    "trtllm": EngineOverhead(step_ms=0.5, kernel_scale=0.9, ttft_ms=150.0, prefill_scale=0.6),
+    "trtllm": EngineOverhead(step_ms=0.5, kernel_scale=0.9, ttft_ms=125.0, prefill_scale=0.7),
 }
 
 
@@ -105,13 +106,46 @@ class InputQuantKernel:
         return self.launch_us / 1e3 + 3.0 * m * k / (self.bandwidth_fraction * mem_bw_bytes_s) * 1e3
 
 
-#: Per backend: the input-quantization kernel that its perfdb fp8 GEMM tables include but its
-#: serving path fuses away, so the step model takes it off those GEMMs' prices (never more than
-#: half of one). vLLM: AIConfigurator's collector times ``RowParallelLinear.forward`` on a bf16
-#: input (quantization included), while vLLM's compiled graphs fuse the quantization into the
-#: norm or activation before each fp8 linear layer. Fitted by ``benchmarks/fp8_input_quant.py``
-#: on bare fp8 GEMMs measured on an H200, checked on an H100 (``benchmarks/RESULTS.md``).
-FUSED_INPUT_QUANT: dict[str, InputQuantKernel] = {"vllm": InputQuantKernel(2.23, 0.33)}
+#: The input-quantization kernel that the perfdb fp8 GEMM tables include (AIConfigurator's
+#: collectors time the engines' linear modules on a bf16 input) and that a serving path which
+#: fuses the quantization elsewhere does not run, so the step model takes it off those GEMMs'
+#: prices (never more than half of one; :func:`fused_quant_roles` says which GEMMs). Fitted by
+#: ``benchmarks/fp8_input_quant.py`` on bare fp8 GEMMs measured on an H200, checked on an H100
+#: (``benchmarks/RESULTS.md``).
+FUSED_INPUT_QUANT = InputQuantKernel(2.23, 0.33)
+
+#: Decoder-layer classes of TensorRT-LLM's PyTorch backend that fuse the all-reduce, residual
+#: add, RMSNorm and the next GEMM's fp8/nvfp4 input quantization into one kernel
+#: (``LlamaDecoderLayer``: registered for these architectures).
+_TRTLLM_FUSED_NORM_QUANT = frozenset({"LlamaForCausalLM", "MistralForCausalLM"})
+
+
+def fused_quant_roles(
+    backend: str, model: ModelSpec, parallel: ParallelConfig
+) -> frozenset[str] | None:
+    """The GEMM roles (``OpCall`` names) whose fp8 input quantization the backend fuses away;
+    ``None`` means every fp8 GEMM.
+
+    * vLLM: every one (its compiled graphs fuse the quantization into the preceding norm or
+      activation: ``fuse_norm_quant`` / ``fuse_act_quant``).
+    * TensorRT-LLM (PyTorch backend, read in its source): the attention kernel writes the fp8
+      input of ``o_proj`` itself (``out_scale``) for every model; ``LlamaDecoderLayer`` also
+      fuses all-reduce + residual + RMSNorm + quantization before ``qkv_proj`` and (without
+      attention DP) ``gate_up_proj``, when TP > 1 and ``hidden_size > 4096`` (its
+      accuracy guard). ``down_proj`` quantizes its own input.
+    * SGLang: none modelled.
+    """
+    if backend == "vllm":
+        return None
+    if backend != "trtllm":
+        return frozenset()
+    roles = {"o_proj"}
+    if model.architecture in _TRTLLM_FUSED_NORM_QUANT and model.hidden_size > 4096:
+        if parallel.tp > 1:
+            roles.add("qkv_proj")
+            if parallel.attention_dp == 1:
+                roles.add("gate_up_proj")
+    return frozenset(roles)
 
 
 def _geometric_grid(limit: int, ratio: float, exact_below: int = 16) -> np.ndarray:
@@ -216,6 +250,8 @@ class AnalyticalStepModel:
         self.backend = backend
         self.overhead = overhead if overhead is not None else DEFAULT_OVERHEAD[backend]
         self._op_ms: dict[Any, float] = {}
+        self._fused_roles = fused_quant_roles(backend, model, parallel)
+        self._fused_ms: dict[Any, float] = {}
         self._token_ms: dict[int, float] = {}
         self._kernels_per_step = 0.0
         self._lm_ms: dict[int, float] = {}
@@ -279,13 +315,10 @@ class AnalyticalStepModel:
             priced = self.db.latencies(todo)
         else:
             priced = [self.db.latency(op) for op in todo]
-        fused = FUSED_INPUT_QUANT.get(self.backend)
         for op, (ms, source) in zip(todo, priced, strict=True):
             ms = float(ms)
             if not math.isfinite(ms) or ms < 0:
                 raise ValueError(f"perfdb returned latency {ms} for {op}")
-            if fused is not None and isinstance(op, GemmOp) and op.dtype == "fp8":
-                ms = max(ms - fused.ms(op.m, op.k, self.spec.mem_bw_bytes_s), ms / 2)
             self._op_ms[op] = ms
             key = str(source).split(":")[0]
             self._sources[key] = self._sources.get(key, 0) + 1
@@ -297,8 +330,21 @@ class AnalyticalStepModel:
             ms = self._op_ms[op]
         return ms
 
+    def _call_ms(self, call: OpCall) -> float:
+        """One call's price: its op's, less the input quantization where the role fuses it."""
+        op = call.op
+        fused = self._fused_roles is None or call.name in self._fused_roles
+        if not (fused and isinstance(op, GemmOp) and op.dtype == "fp8"):
+            return self._price(op)
+        ms = self._fused_ms.get(op)
+        if ms is None:
+            raw = self._price(op)
+            kernel = FUSED_INPUT_QUANT.ms(op.m, op.k, self.spec.mem_bw_bytes_s)
+            ms = self._fused_ms[op] = max(raw - kernel, raw / 2)
+        return ms
+
     def _price_calls(self, calls: list[OpCall], *, skip: frozenset[str] = frozenset()) -> float:
-        return sum(c.count * self._price(c.op) for c in calls if c.name not in skip)
+        return sum(c.count * self._call_ms(c) for c in calls if c.name not in skip)
 
     @staticmethod
     def _block(points: list[int], x: int, floor: int) -> list[int]:
@@ -588,7 +634,7 @@ class AnalyticalStepModel:
         """Exact (un-interpolated) per-role cost of one stage: op name -> ms."""
         out: dict[str, float] = {}
         for call in decompose_step(self.model, self.parallel, self.precision, batch):
-            out[call.name] = out.get(call.name, 0.0) + call.count * self._price(call.op)
+            out[call.name] = out.get(call.name, 0.0) + call.count * self._call_ms(call)
         return out
 
     @property

@@ -115,9 +115,10 @@ def test_bad_input_names_the_constraint():
 def test_vllm_fp8_gemms_drop_the_fused_input_quantization():
     import perfdb
     from perfdb import GemmOp
+    from simulator.ops import OpCall
     from simulator.step_time import FUSED_INPUT_QUANT
 
-    kernel = FUSED_INPUT_QUANT["vllm"]
+    kernel = FUSED_INPUT_QUANT
     db = perfdb.load_system("h200_sxm", backend="vllm")
     vllm = AnalyticalStepModel.from_names("meta-llama/Llama-3.1-70B", "h200_sxm", dtype="fp8")
     sglang = AnalyticalStepModel.from_names(
@@ -128,14 +129,41 @@ def test_vllm_fp8_gemms_drop_the_fused_input_quantization():
         op = GemmOp(m, 8192, 8192, "fp8")
         table = db.latency(op)[0]
         expected = max(table - kernel.ms(m, 8192, bw), table / 2)
-        assert vllm._price(op) == pytest.approx(expected)
-        assert vllm._price(op) < table  # the kernel always costs something
+        for role in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"):
+            assert vllm._call_ms(OpCall(role, op, 1)) == pytest.approx(expected)
+        assert expected < table  # the kernel always costs something
     # the bf16 GEMMs and the other backends' fp8 tables are priced as measured
     bf16 = GemmOp(64, 8192, 8192, "bf16")
-    assert vllm._price(bf16) == pytest.approx(db.latency(bf16)[0])
+    assert vllm._call_ms(OpCall("qkv_proj", bf16, 1)) == pytest.approx(db.latency(bf16)[0])
     sg = perfdb.load_system("h200_sxm", backend="sglang")
     op = GemmOp(64, 8192, 8192, "fp8")
-    assert sglang._price(op) == pytest.approx(sg.latency(op)[0])
+    assert sglang._call_ms(OpCall("qkv_proj", op, 1)) == pytest.approx(sg.latency(op)[0])
     # a launch plus a memory-bound pass: ~2 us at one token, far more at 8192
     assert kernel.ms(1, 8192, bw) == pytest.approx(kernel.launch_us / 1e3, rel=0.01)
     assert kernel.ms(8192, 8192, bw) > 50 * kernel.ms(1, 8192, bw)
+
+
+def test_tensorrt_llm_fuses_the_input_quantization_where_its_decoder_layers_do():
+    from perfdb import GemmOp
+    from simulator.ops import OpCall
+    from simulator.step_time import fused_quant_roles
+
+    def roles(model, **layout):
+        step = AnalyticalStepModel.from_names(
+            model, "h200_sxm", dtype="fp8", backend="trtllm", **layout
+        )
+        return fused_quant_roles("trtllm", step.model, step.parallel)
+
+    # the attention kernel writes o_proj's fp8 input for every model
+    assert roles("Qwen/Qwen3-32B", tp=2) == {"o_proj"}
+    # LlamaDecoderLayer fuses all-reduce + norm + quant before qkv and gate_up, only under TP
+    # and above hidden size 4096
+    assert roles("meta-llama/Llama-3.1-70B", tp=4) == {"o_proj", "qkv_proj", "gate_up_proj"}
+    assert roles("meta-llama/Llama-3.1-70B", tp=1) == {"o_proj"}
+    assert roles("meta-llama/Llama-3.1-8B", tp=2) == {"o_proj"}
+    trt = AnalyticalStepModel.from_names(
+        "meta-llama/Llama-3.1-70B", "h200_sxm", dtype="fp8", backend="trtllm", tp=4
+    )
+    op = GemmOp(8, 8192, 8192, "fp8")
+    assert trt._call_ms(OpCall("gate_up_proj", op, 1)) < trt._call_ms(OpCall("down_proj", op, 1))
+    assert trt._call_ms(OpCall("down_proj", op, 1)) == pytest.approx(trt._price(op))
