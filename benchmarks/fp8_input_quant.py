@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     code = step_time.FUSED_INPUT_QUANT
     base, model = "bundled fp8 prices", "fused quant (the model)"
     lines = [
-        "### vLLM fp8 GEMMs without the activation-quantization kernel",
+        "### fp8 GEMMs without the activation-quantization kernel where the engine fuses it",
         "",
         f"Command: `python benchmarks/fp8_input_quant.py{' --calibrate' if args.calibrate else ''}`"
         " (see its docstring). Quantization kernel fitted on the H200 fp8 sweep: "
