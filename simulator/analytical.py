@@ -376,15 +376,19 @@ def _replica_at_rate(
     d = min(running_cap, lam * decode_phase * tpot_guess)
     kv_mean = isl + osl / 2
     graphs = batching.cuda_graphs
+    # a decode step holds at least the request that decodes in it, however light the load
     tau_d = (
         model.decode_step_ms(
             max(round(d), 1), kv_mean, cuda_graphs=graphs, capture_sizes=batching.capture_sizes
         )
-        if d >= 0.5
+        if decode_phase > 0
         else 0.0
     )
     budget = batching.max_num_batched_tokens
-    d_in_mixed = d if mixed else 0.0
+    # the requests decoding beside an arrival's prefill: in a closed loop it sees the other
+    # clients only (the arrival theorem, N - 1 of N; a lone client's prefill runs alone)
+    others = d if math.isinf(ahead) else d * ahead / (ahead + 1.0)
+    d_in_mixed = others if mixed else 0.0
     chunk_budget = max(budget - d_in_mixed, 1.0) if batching.chunked_prefill else max(isl, 1.0)
 
     def prefill_service(tokens: float) -> tuple[float, int]:
@@ -404,9 +408,7 @@ def _replica_at_rate(
     service, n_chunks = prefill_service(isl)
     rho = lam * service
     wait = min(_kingman_wait(rho, service, queue.arrival_cv2), ahead * service)
-    # an arrival lands mid-step when other requests are decoding (in a closed loop it sees the
-    # other clients only: the arrival theorem, N - 1 of N)
-    others = d if math.isinf(ahead) else d * ahead / (ahead + 1.0)
+    # an arrival lands mid-step when other requests are decoding
     half_step = 0.5 * (tau_d if others >= 0.5 else 0.0)
     ttft = wait + service + half_step
     service_p90, _ = prefill_service(isl_p90) if isl_p90 != isl else (service, n_chunks)
@@ -583,6 +585,7 @@ def estimate_aggregated(
         queued_wait = 0.0
     else:
         clients = workload.concurrency / ranks
+        in_service = min(clients, running_cap)
         # closed loop: lam = clients / cycle(lam), with at most running_cap requests admitted
         lo, hi = 0.0, None
         rep = None
@@ -598,15 +601,14 @@ def estimate_aggregated(
             if math.isfinite(rep.tpot):
                 tpot_guess = rep.tpot
             cycle = rep.ttft + max(osl - 1, 0) * rep.tpot
-            admitted = min(clients, running_cap)
-            if not math.isfinite(cycle) or mid * cycle > admitted:
+            if not math.isfinite(cycle) or mid * cycle > in_service:
                 hi = mid
             else:
                 lo = mid
             if hi - lo <= 2e-3 * hi:
                 break
         rep = solve(lo, tpot_guess)
-        queued_wait = _queued_wait(clients, min(clients, running_cap), rep.lam)
+        queued_wait = _queued_wait(clients, in_service, rep.lam)
         lam = rep.lam
     ttft = rep.ttft + queued_wait
     if workload.concurrency is not None:

@@ -173,3 +173,43 @@ def test_closed_loop_ttft_has_no_wait_when_every_client_is_admitted(llama70):
             estimate(Workload(1024, osl, concurrency=1)).ttft_ms for osl in (8, 128, 4096, 16384)
         ]
         assert max(ttft) / min(ttft) < 1.03, ttft
+
+
+@pytest.fixture(scope="module")
+def qwen32_sglang():
+    return AnalyticalStepModel.from_names(
+        model="Qwen/Qwen3-32B", system="h100_sxm", tp=2, dtype="fp8", backend="sglang"
+    )
+
+
+def test_a_lone_client_decodes_at_the_one_request_step(llama70, qwen32_sglang):
+    # one client's decode steps hold one request; its mean decode batch (Little's law, just
+    # under 1) once fell below the 0.5 threshold during the bisection and priced TPOT at 0,
+    # with 25,456 output tok/s per GPU for Qwen3-32B on 2 H100s under SGLang's scheduler
+    for model in (llama70, qwen32_sglang):
+        est = estimate_aggregated(model, Workload(1024, 8192, concurrency=1))
+        one = model.decode_step_ms(1, 1024 + 8192 / 2)
+        assert est.tpot_ms == pytest.approx(one, rel=0.05)
+        # Little's law over the one client's cycle
+        assert est.request_rate_per_s == pytest.approx(1e3 / est.request_latency_ms, rel=1e-6)
+        assert est.output_tok_s_per_gpu * est.num_gpus < 1e3 / est.tpot_ms
+
+
+def test_closed_loop_reports_the_rejected_share_of_prompts(llama70):
+    batching = BatchingConfig(max_num_batched_tokens=2048, chunked_prefill=False)
+    wl = Workload(isl=2000, osl=100, concurrency=16, isl_p90=4400)
+    rejected = estimate_aggregated(llama70, wl, batching).details["rejected_fraction"]
+    assert 0.1 < rejected < 0.7
+    chunked = estimate_aggregated(llama70, wl, BatchingConfig(max_num_batched_tokens=2048))
+    assert chunked.details["rejected_fraction"] == 0.0
+
+
+def test_a_lone_clients_prompt_fills_the_step_budget_alone(llama70):
+    # no other client decodes beside a lone client's prefill (the arrival theorem), so a
+    # prompt of exactly max_num_batched_tokens is one step, not a full one plus a 1-token chunk
+    ov = llama70.overhead
+    est = estimate_aggregated(
+        llama70, Workload(8192, 512, concurrency=1), BatchingConfig(max_num_batched_tokens=8192)
+    )
+    engine_part = (est.ttft_ms - ov.ttft_ms) / ov.prefill_scale
+    assert engine_part == pytest.approx(burst_ttft_ms(llama70, 1, 8192, 8192), rel=0.02)
