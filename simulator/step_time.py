@@ -82,14 +82,15 @@ class EngineOverhead:
 #: calibration half of silicon_dev.csv (ids whose SHA-1 is even); RESULTS.md reports the fit
 #: and the held-out error. The TTFT constants (``ttft_ms``, ``prefill_scale``) were refitted
 #: alone (``--calibrate ttft``) after the closed-loop queue-wait fix, which moved TTFT only,
-#: and again after each of two pricing changes (gpt-oss experts on Blackwell as mxfp4 x mxfp8
-#: under vLLM; TensorRT-LLM's fused input quantization, :func:`fused_quant_roles`).
+#: and again after each of three pricing changes (gpt-oss experts on Blackwell as mxfp4 x mxfp8
+#: under vLLM; TensorRT-LLM's fused input quantization, :func:`fused_quant_roles`; attention
+#: over a cached prefix priced as the prefill of equal work, ``perfdb``).
 #: ``eager_kernel_us`` is a documented assumption (PyTorch eager launch rate on a modern host
 #: CPU, ~4 us per kernel).
 DEFAULT_OVERHEAD: dict[str, EngineOverhead] = {
-    "vllm": EngineOverhead(step_ms=0.0, kernel_scale=1.1, ttft_ms=40.0, prefill_scale=0.75),
+    "vllm": EngineOverhead(step_ms=0.0, kernel_scale=1.1, ttft_ms=20.0, prefill_scale=0.85),
     "sglang": EngineOverhead(step_ms=0.5, kernel_scale=0.8, ttft_ms=125.0, prefill_scale=1.1),
-    "trtllm": EngineOverhead(step_ms=0.5, kernel_scale=0.9, ttft_ms=125.0, prefill_scale=0.7),
+    "trtllm": EngineOverhead(step_ms=0.5, kernel_scale=0.9, ttft_ms=125.0, prefill_scale=0.65),
 }
 
 

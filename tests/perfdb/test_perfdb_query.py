@@ -170,6 +170,23 @@ def test_unmeasured_structure_is_roofline_not_interpolated(h100):
     assert source == "roofline" and ms > h100.latency(ContextAttentionOp(2, 1024, 32, 8, 128))[0]
 
 
+def test_prefix_attention_is_priced_as_the_prefill_of_equal_work(h100):
+    from perfdb.ops import GenerationAttentionOp
+
+    def ctx(isl, prefix):
+        return h100.latency(ContextAttentionOp(1, isl, 32, 8, 128, prefix_len=prefix))[0]
+
+    # one new token over 8191 cached ones reads the same keys as a decode step: within a few
+    # times its measured cost (it came out 130x that when the roofline ratio scaled a
+    # one-token prefill's launch-bound time)
+    decode = h100.latency(GenerationAttentionOp(1, 8192, 32, 8, 128))[0]
+    assert decode < ctx(1, 8191) < 3 * decode
+    # a chunk's attention grows with the prefix and the chunk, and a full second half of a
+    # 16k prompt costs about causal(16k) - causal(8k), as the tables measure them
+    assert ctx(16, 1024) < ctx(16, 8191) < ctx(1024, 8191) < ctx(8192, 8191)
+    assert ctx(8192, 8192) == pytest.approx(ctx(16384, 0) - ctx(8192, 0), rel=0.15)
+
+
 def test_unmeasured_structure_keeps_the_fixed_cost():
     """h200/trtllm measures gpt-oss MoE only at moe_tp=1: a TP-split query rescales the
     work but keeps the fused module's fixed cost (it pays ~70 us even with one token)."""
