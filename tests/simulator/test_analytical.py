@@ -213,3 +213,20 @@ def test_a_lone_clients_prompt_fills_the_step_budget_alone(llama70):
     )
     engine_part = (est.ttft_ms - ov.ttft_ms) / ov.prefill_scale
     assert engine_part == pytest.approx(burst_ttft_ms(llama70, 1, 8192, 8192), rel=0.02)
+
+
+@pytest.mark.parametrize("isl,osl", [(128, 128), (1024, 8192), (8192, 1024)])
+def test_latency_never_falls_as_clients_are_added(llama70, qwen32_sglang, isl, osl):
+    # the sweep that found the three closed-loop bugs above: with the clients within the
+    # running cap, neither TTFT nor TPOT may fall as more clients share the engine
+    for model in (llama70, qwen32_sglang):
+        prev = None
+        for clients in (1, 2, 4, 8, 16, 32, 64):
+            est = estimate_aggregated(
+                model, Workload(isl, osl, concurrency=clients), BatchingConfig(max_num_seqs=64)
+            )
+            assert est.tpot_ms > 0 and math.isfinite(est.ttft_ms)
+            if prev is not None:
+                assert est.ttft_ms >= 0.98 * prev.ttft_ms, (clients, prev.ttft_ms, est.ttft_ms)
+                assert est.tpot_ms >= 0.98 * prev.tpot_ms, (clients, prev.tpot_ms, est.tpot_ms)
+            prev = est
