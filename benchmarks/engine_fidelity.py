@@ -56,20 +56,20 @@ SECTION = "## Serving engine: speed and fidelity"
 LOAD_CONCURRENCY = 32
 #: Per backend, fitted by ``--calibrate`` on the calibration half of the aggregated rows (seed 0)
 #: with the front-end latency below: the grid value minimising median TTFT APE + median TPOT APE
-#: (sglang 0: 25.1 + 23.5 against 37.5 + 13.4 at 0.01 and 39.9 + 12.5 at 0.3; trtllm 0.05:
-#: 26.5 + 10.9 against 26.6 + 10.9 at 0.1; vllm 0.1: 13.9 + 7.6 against 14.5 + 7.6 at 0.05; at
-#: commit 1a786f4; all values in benchmarks/RESULTS.md). SGLang's scheduler
+#: (sglang 0: 25.1 + 23.5 against 37.5 + 13.4 at 0.01 and 39.9 + 12.5 at 0.3; trtllm 0.2:
+#: 25.6 + 10.9 against 25.8 + 10.8 at 0.05; vllm 0.1: 14.3 + 7.5 against 14.8 + 7.5 at 0.05; at
+#: commit b15d4dd; all values in benchmarks/RESULTS.md). SGLang's scheduler
 #: does not mix prefill into decode steps, so clients with equal lengths stay in lock-step: its
 #: rows fit best that way on B200 and H100, at a cost in TPOT (the engine decodes the whole wave
 #: together).
-CLIENT_LENGTH_JITTER = {"vllm": 0.1, "sglang": 0.0, "trtllm": 0.05}
+CLIENT_LENGTH_JITTER = {"vllm": 0.1, "sglang": 0.0, "trtllm": 0.2}
 #: Per-backend frontend latency (``EngineConfig.frontend_latency_ms``: HTTP, tokenization and
 #: hand-off before the scheduler sees a request), fitted by ``--calibrate`` with the jitter above:
 #: for each backend and jitter, the constant c (grid 0..300 ms, step 5) minimising the median
 #: TTFT APE of (engine TTFT at frontend latency 0) + c; the reported rows then simulate it
 #: mechanistically. (The analytical model fits the same kind of per-backend constant,
 #: ``EngineOverhead.ttft_ms``.)
-FRONTEND_LATENCY_MS = {"vllm": 20.0, "sglang": 155.0, "trtllm": 85.0}
+FRONTEND_LATENCY_MS = {"vllm": 15.0, "sglang": 155.0, "trtllm": 120.0}
 #: Requests each closed-loop client sends (the measurement's length is not recorded; the first,
 #: synchronized wave weighs less the longer the run). Chosen on 50 calibration-half aggregated
 #: rows with concurrency 32-256 (seed 0, ``random_state=0`` sample): median TTFT APE 57.7% with
