@@ -529,6 +529,7 @@ class PerfDB:
         if not np.any(prefix > 0) or self._measures_prefix("context_attention"):
             return cols, None
         out = {k: (np.broadcast_to(v, (n,)).copy() if v.ndim else v) for k, v in cols.items()}
+        out["isl"] = np.broadcast_to(cols["isl"], (n,)).astype(np.int64)  # rows are rewritten
         isl = out["isl"].astype(np.float64)
         moved = prefix > 0
         keys = [c for c in ("dtype", "kv_dtype") if c in out]

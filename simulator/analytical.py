@@ -559,12 +559,12 @@ def estimate_aggregated(
     kv_cap_requests = mem.kv_capacity_tokens / (isl + osl)
     running_cap = max(min(batching.max_num_seqs, kv_cap_requests), 1.0)
 
-    # closed loop: at most the other admitted clients are ahead of an arrival
-    ahead = (
-        math.inf
-        if workload.concurrency is None
-        else max(min(workload.concurrency / ranks, running_cap) - 1.0, 0.0)
-    )
+    # closed loop: the clients per rank, those admitted, and at most the other admitted ones
+    # ahead of an arrival
+    closed = workload.concurrency is not None
+    clients = workload.concurrency / ranks if closed else math.inf
+    in_service = min(clients, running_cap)
+    ahead = max(in_service - 1.0, 0.0) if closed else math.inf
 
     def solve(lam: float, tpot0: float) -> _Replica:
         tpot = tpot0
@@ -584,8 +584,6 @@ def estimate_aggregated(
         rep = solve(lam, tpot_seed)
         queued_wait = 0.0
     else:
-        clients = workload.concurrency / ranks
-        in_service = min(clients, running_cap)
         # closed loop: lam = clients / cycle(lam), with at most running_cap requests admitted
         lo, hi = 0.0, None
         rep = None
@@ -611,10 +609,10 @@ def estimate_aggregated(
         queued_wait = _queued_wait(clients, in_service, rep.lam)
         lam = rep.lam
     ttft = rep.ttft + queued_wait
-    if workload.concurrency is not None:
+    if closed:
         burst = burst_ttft_ms(
             model,
-            workload.concurrency / ranks,
+            clients,
             isl,
             batching.max_num_batched_tokens,
             chunked_prefill=batching.chunked_prefill,
