@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fidelity as analytical_fidelity
+import harness
 from results_md import write_marked_block
 
 from simulator.analytical import DEFAULT_QUEUE, MIXED_BATCHING_DEFAULT
@@ -109,7 +110,9 @@ def run_noise_cv(rows: pd.DataFrame) -> tuple[float, int]:
     return float(np.median(cvs)), len(cvs)
 
 
-def _pool(model, seqs: int, count: int, frontend_ms: float = 0.0) -> list[Replica]:
+def _pool(
+    model, seqs: int, count: int, frontend_ms: float = 0.0, async_scheduling: bool = True
+) -> list[Replica]:
     """``count`` replicas of one worker type with vLLM-default budget and memory, and the
     backend's scheduler (SGLang's does not mix prefill into decode steps)."""
     cfg = EngineConfig(
@@ -117,6 +120,7 @@ def _pool(model, seqs: int, count: int, frontend_ms: float = 0.0) -> list[Replic
         max_num_batched_tokens=8192,
         frontend_latency_ms=float(frontend_ms),
         mixed_batching=MIXED_BATCHING_DEFAULT[model.backend],
+        async_scheduling=async_scheduling,
     )
     mem = model.memory(
         cfg.gpu_memory_utilization,
@@ -160,12 +164,14 @@ def simulate_row(
     is_moe = load_model(row["model_path"]).is_moe
     conc = int(row["concurrency"])
     fe = (FRONTEND_LATENCY_MS if frontend is None else frontend).get(row["backend"], 0.0)
+    overlap = harness.async_scheduling(row)
     if row["mode"] == "agg":
         par = analytical_fidelity._layout(row, moe=is_moe)
         ranks = par.attention_dp
         seqs = int(row["batch_size"]) if np.isfinite(row["batch_size"]) else -(-conc // ranks)
         cluster = Cluster(
-            _pool(predictor.step_model(row, par), seqs, ranks, fe), router="least_loaded"
+            _pool(predictor.step_model(row, par), seqs, ranks, fe, overlap),
+            router="least_loaded",
         )
     else:
         p_par = analytical_fidelity._layout(row, "prefill_", moe=is_moe)
@@ -179,15 +185,22 @@ def simulate_row(
             else -(-conc // d_ranks)
         )
         p_seqs = int(row["prefill_batch_size"]) if np.isfinite(row["prefill_batch_size"]) else 8
+        # TensorRT-LLM's disaggregated context servers run without the overlap scheduler
+        prefill_overlap = overlap and row["backend"] != "trtllm"
         cluster = Cluster(
-            _pool(dm, d_seqs, d_ranks),
+            _pool(dm, d_seqs, d_ranks, async_scheduling=overlap),
             router="least_loaded",
-            prefill_replicas=_pool(pm, p_seqs, p_ranks, fe),
+            prefill_replicas=_pool(pm, p_seqs, p_ranks, fe, prefill_overlap),
             kv_transfer=_kv_transfer(pm),
         )
-    if jitter is None:
-        jitter = CLIENT_LENGTH_JITTER.get(row["backend"], 0.0)
-    lengths = LengthDistribution.jittered(int(row["isl"]), int(row["osl"]), jitter, seed=seed)
+    if harness.is_inferencex(row):  # the harness's own length ranges (see harness.py)
+        lengths = LengthDistribution.random_range(
+            int(row["isl"]), int(row["osl"]), harness.INFERENCEX_RANGE_RATIO, seed=seed
+        )
+    else:
+        if jitter is None:
+            jitter = CLIENT_LENGTH_JITTER.get(row["backend"], 0.0)
+        lengths = LengthDistribution.jittered(int(row["isl"]), int(row["osl"]), jitter, seed=seed)
     n = int(max(REQUESTS_PER_CLIENT * conc, 64))
     res = cluster.run_closed_loop(conc, lengths, num_requests=n, seed=seed)
     ok = res.requests[res.requests["status"] == "ok"]
@@ -318,10 +331,13 @@ def main(argv: list[str] | None = None) -> int:
         cal = agg[agg["calibration"] & agg["mode"].eq("agg")]
         zero = {b: 0.0 for b in FRONTEND_LATENCY_MS}
         ttfts, tpots = {}, {}
-        for j in JITTER_GRID:
+        for k, j in enumerate(JITTER_GRID):
             ttft = pd.Series(np.nan, index=cal.index)
             tpot = pd.Series(np.nan, index=cal.index)
             for idx in tqdm(cal.index, desc=f"calibrate jitter={j}", leave=False):
+                if k and harness.is_inferencex(cal.loc[idx]):  # lengths do not use the jitter
+                    ttft[idx], tpot[idx] = ttfts[JITTER_GRID[0]][idx], tpots[JITTER_GRID[0]][idx]
+                    continue
                 try:
                     ttft[idx], tpot[idx], _ = simulate_row(cal.loc[idx], predictor, 0, j, zero)
                 except ValueError:

@@ -31,6 +31,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import harness
 import numpy as np
 import pandas as pd
 from results_md import machine, write_marked_block
@@ -149,14 +150,20 @@ class Predictor:
 
     def predict(self, row: pd.Series) -> tuple[float, float]:
         conc = int(row["concurrency"])
-        wl = Workload(isl=float(row["isl"]), osl=float(row["osl"]), concurrency=conc)
+        # the lengths the row's benchmark client sent (see harness.py)
+        (isl, isl_p90), (osl, osl_p90) = (harness.mean_and_p90(row, k) for k in ("isl", "osl"))
+        wl = Workload(isl=isl, osl=osl, concurrency=conc, isl_p90=isl_p90, osl_p90=osl_p90)
         if row["mode"] == "agg":
             par = _layout(row, moe=load_model(row["model_path"]).is_moe)
             model = self.step_model(row, par)
             per_rank = max(1, -(-conc // par.attention_dp))
             seqs = int(row["batch_size"]) if np.isfinite(row["batch_size"]) else per_rank
             mixed = True if self.sglang_mixed_chunk and row["backend"] == "sglang" else None
-            batching = BatchingConfig(max_num_seqs=max(seqs, 1), mixed_batching=mixed)
+            batching = BatchingConfig(
+                max_num_seqs=max(seqs, 1),
+                mixed_batching=mixed,
+                async_scheduling=harness.async_scheduling(row),
+            )
             est = estimate_aggregated(model, wl, batching, queue=self.queue)
         else:
             is_moe = load_model(row["model_path"]).is_moe

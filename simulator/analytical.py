@@ -121,6 +121,11 @@ class BatchingConfig:
         Decode steps replay captured graphs (padded to capture sizes) instead of running eagerly.
     gpu_memory_utilization : float
         Memory fraction the engine may use.
+    async_scheduling : bool
+        The scheduler plans step ``k + 1`` while step ``k`` runs (vLLM's ``--async-scheduling``,
+        its default since 0.14; SGLang's and TensorRT-LLM's overlap schedulers, on by
+        default), so a request that arrives while the engine is busy waits one more step
+        before its prefill is scheduled. vLLM turns it off under pipeline parallelism.
     """
 
     max_num_seqs: int = 256
@@ -130,6 +135,7 @@ class BatchingConfig:
     cuda_graphs: bool = True
     gpu_memory_utilization: float = 0.9
     capture_sizes: tuple[int, ...] = field(default=DEFAULT_CUDA_GRAPH_SIZES, repr=False)
+    async_scheduling: bool = True
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:
@@ -408,8 +414,17 @@ def _replica_at_rate(
     service, n_chunks = prefill_service(isl)
     rho = lam * service
     wait = min(_kingman_wait(rho, service, queue.arrival_cv2), ahead * service)
-    # an arrival lands mid-step when other requests are decoding
-    half_step = 0.5 * (tau_d if others >= 0.5 else 0.0)
+    # an arrival lands mid-step when other requests are decoding; an asynchronous scheduler
+    # has already planned the next step by then, so the arrival also waits that whole step
+    # (a mean step: the TPOT)
+    busy = others >= 0.5
+    half_step = 0.5 * tau_d if busy else 0.0
+    if (
+        busy
+        and batching.async_scheduling
+        and not (model.backend == "vllm" and model.parallel.pp > 1)
+    ):
+        half_step += max(tpot_guess, tau_d) if math.isfinite(tpot_guess) else tau_d
     ttft = wait + service + half_step
     service_p90, _ = prefill_service(isl_p90) if isl_p90 != isl else (service, n_chunks)
     ttft_p90 = _wait_p90(wait, rho) + service_p90 + half_step

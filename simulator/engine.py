@@ -257,6 +257,12 @@ class EngineConfig:
     prefill_only : bool
         A disaggregated prefill worker: requests finish after their first token and are handed
         to a decode worker.
+    async_scheduling : bool
+        The scheduler plans step ``k + 1`` when step ``k`` starts (vLLM's
+        ``--async-scheduling``, its default since 0.14; SGLang's and TensorRT-LLM's overlap
+        schedulers work the same way), so a request that reaches a busy engine joins the
+        waiting queue only at the next step boundary and is first scheduled one step later
+        than a synchronous scheduler would. ``False`` is vLLM's ``--no-async-scheduling``.
     mixed_batching : bool
         ``True`` (vLLM, TensorRT-LLM): one step carries decodes and prefill chunks together.
         ``False`` (SGLang's default scheduler, no ``--enable-mixed-chunk``): a step runs either
@@ -281,6 +287,7 @@ class EngineConfig:
     decode_span_steps: int = 4096
     prefill_only: bool = False
     mixed_batching: bool = True
+    async_scheduling: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "decode_span_steps"):
@@ -315,6 +322,8 @@ class EngineConfig:
             "enable_prefix_caching",
             "cuda_graphs",
             "prefill_only",
+            "mixed_batching",
+            "async_scheduling",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"EngineConfig.{name} must be a bool, got {getattr(self, name)!r}")
@@ -496,6 +505,9 @@ class ServingEngine:
         self._priority = config.scheduling_policy == "priority"
         self._waiting_fifo: deque[Request] = deque()
         self._waiting_heap: list[tuple[int, float, int, Request]] = []
+        # asynchronous scheduling: requests that reached the busy engine after the scheduler
+        # planned the next step; they join the waiting queue once that step starts
+        self._inbox: list[Request] = []
         self.running: list[Request] = []
         self._busy = False
         self._wake_pending = False
@@ -511,7 +523,8 @@ class ServingEngine:
     # ------------------------------------------------------------------ queue helpers
     @property
     def num_waiting(self) -> int:
-        return len(self._waiting_heap) if self._priority else len(self._waiting_fifo)
+        queued = len(self._waiting_heap) if self._priority else len(self._waiting_fifo)
+        return queued + len(self._inbox)
 
     @property
     def num_outstanding(self) -> int:
@@ -562,6 +575,9 @@ class ServingEngine:
             self.rejected.append(req)
             if self.on_finish is not None:
                 self.on_finish(req, now_ms)
+            return []
+        if self._busy and self.config.async_scheduling:
+            self._inbox.append(req)  # the next step is already planned
             return []
         self._push_waiting(req)
         if not self._busy and not self._wake_pending:
@@ -816,9 +832,26 @@ class ServingEngine:
             return None
         return self._start_step(now_ms)
 
+    def _flush_inbox(self) -> bool:
+        """Move the requests that arrived during the last step into the waiting queue (in
+        arrival order); returns whether there were any."""
+        if not self._inbox:
+            return False
+        for req in self._inbox:
+            self._push_waiting(req)
+        self._inbox.clear()
+        return True
+
     def _start_step(self, now_ms: float) -> list[Event] | None:
         preemptions_before = self.num_preemptions
         sched, preempted = self._schedule(now_ms)
+        # asynchronous scheduling: this step was planned when the last one started, without the
+        # requests that arrived since; they are seen from the next step on (at once when there
+        # is nothing else to run, as an idle engine schedules a new request immediately)
+        arrived = self._flush_inbox()
+        if arrived and not sched:
+            sched, preempted = self._schedule(now_ms)
+            arrived = False
         if not sched:
             self._busy = False
             if self.running or self.num_waiting:
@@ -832,7 +865,14 @@ class ServingEngine:
         t0, n_dec, completing, batch = self._price(sched)
         t0 *= self._run_factor
         steps = 1
-        if n_dec == len(sched) and not preempted and self.config.decode_span_steps > 1:
+        # a decode span must end at the next boundary when requests just became schedulable
+        admit_next = arrived and len(self.running) < self.config.max_num_seqs
+        if (
+            n_dec == len(sched)
+            and not preempted
+            and not admit_next
+            and self.config.decode_span_steps > 1
+        ):
             # how many identical decode steps can run before anything changes
             k_finish = min(req.output_len - req.num_generated for req in sched)
             free_per_req = self.pool.available // n_dec

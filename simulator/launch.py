@@ -101,6 +101,12 @@ def vllm_args(cfg: LaunchConfig) -> list[str]:
         f"{b.gpu_memory_utilization:g}",
         "--enable-chunked-prefill" if b.chunked_prefill else "--no-enable-chunked-prefill",
     ]
+    # vLLM schedules asynchronously by default since 0.14 (older ones need the flag); it cannot
+    # with pipeline parallelism, and the model prices that case synchronously
+    if not b.async_scheduling:
+        args.append("--no-async-scheduling")
+    elif p.pp == 1:
+        args.append("--async-scheduling")
     quant = _VLLM_QUANT.get(cfg.dtype)
     if quant:
         args += ["--quantization", quant]
@@ -142,6 +148,8 @@ def sglang_args(cfg: LaunchConfig) -> list[str]:
     ]
     if b.mixed_batching:
         args.append("--enable-mixed-chunk")
+    if not b.async_scheduling:
+        args.append("--disable-overlap-schedule")
     quant = _SGLANG_QUANT.get(cfg.dtype)
     if quant:
         args += ["--quantization", quant]
@@ -166,6 +174,7 @@ def trtllm_options(cfg: LaunchConfig) -> dict:
         "max_batch_size": b.max_num_seqs,
         "max_num_tokens": b.max_num_batched_tokens,
         "enable_chunked_prefill": b.chunked_prefill,
+        "disable_overlap_scheduler": not b.async_scheduling,
         "kv_cache_config": {
             "free_gpu_memory_fraction": round(b.gpu_memory_utilization, 3),
             "dtype": "fp8" if cfg.kv_cache_dtype == "fp8" else "auto",

@@ -84,12 +84,14 @@ class EngineOverhead:
 #: alone (``--calibrate ttft``) after the closed-loop queue-wait fix, which moved TTFT only,
 #: and again after each of three pricing changes (gpt-oss experts on Blackwell as mxfp4 x mxfp8
 #: under vLLM; TensorRT-LLM's fused input quantization, :func:`fused_quant_roles`; attention
-#: over a cached prefix priced as the prefill of equal work, ``perfdb``).
+#: over a cached prefix priced as the prefill of equal work, ``perfdb``), and once more after
+#: the fidelity benchmark gave each row the lengths its benchmark client sent and the model
+#: priced the asynchronous scheduler's one-step lag (``BatchingConfig.async_scheduling``).
 #: ``eager_kernel_us`` is a documented assumption (PyTorch eager launch rate on a modern host
 #: CPU, ~4 us per kernel).
 DEFAULT_OVERHEAD: dict[str, EngineOverhead] = {
-    "vllm": EngineOverhead(step_ms=0.0, kernel_scale=1.1, ttft_ms=20.0, prefill_scale=0.85),
-    "sglang": EngineOverhead(step_ms=0.5, kernel_scale=0.8, ttft_ms=125.0, prefill_scale=1.1),
+    "vllm": EngineOverhead(step_ms=0.0, kernel_scale=1.1, ttft_ms=20.0, prefill_scale=0.9),
+    "sglang": EngineOverhead(step_ms=0.5, kernel_scale=0.8, ttft_ms=100.0, prefill_scale=1.15),
     "trtllm": EngineOverhead(step_ms=0.5, kernel_scale=0.9, ttft_ms=125.0, prefill_scale=0.65),
 }
 

@@ -288,6 +288,34 @@ class LengthDistribution:
         )
 
     @classmethod
+    def random_range(
+        cls,
+        prompt_tokens: int,
+        output_tokens: int,
+        range_ratio: float,
+        size: int = 4096,
+        seed: int = 0,
+    ) -> LengthDistribution:
+        """Lengths uniform on the integers ``[floor(range_ratio * L), L]`` for each nominal
+        ``L``, drawn independently: the ``random`` dataset of the ``benchmark_serving.py``
+        client SemiAnalysis InferenceX runs (``--random-range-ratio 0.8``), whose mean length
+        is ``(1 + range_ratio) / 2`` of nominal."""
+        if not (0.0 < range_ratio <= 1.0):
+            raise ValueError(f"range_ratio must be in (0, 1], got {range_ratio!r}")
+        if prompt_tokens < 1 or output_tokens < 1:
+            raise ValueError(f"lengths must be >= 1 token, got {prompt_tokens}/{output_tokens}")
+        rng = np.random.default_rng(seed)
+
+        def draw(x: int) -> np.ndarray:
+            return rng.integers(max(1, int(x * range_ratio)), x + 1, size=size)
+
+        return cls(
+            draw(prompt_tokens),
+            draw(output_tokens),
+            f"{prompt_tokens}/{output_tokens} range {range_ratio:g}",
+        )
+
+    @classmethod
     def named(cls, name: str) -> LengthDistribution:
         """``"sharegpt"``, ``"arxiv"`` or ``"ISL/OSL"`` (e.g. ``"1024/128"``)."""
         if name == "sharegpt":

@@ -230,3 +230,19 @@ def test_latency_never_falls_as_clients_are_added(llama70, qwen32_sglang, isl, o
                 assert est.ttft_ms >= 0.98 * prev.ttft_ms, (clients, prev.ttft_ms, est.ttft_ms)
                 assert est.tpot_ms >= 0.98 * prev.tpot_ms, (clients, prev.tpot_ms, est.tpot_ms)
             prev = est
+
+
+def test_async_scheduling_adds_one_step_to_a_busy_engines_ttft(llama70):
+    sync = BatchingConfig(async_scheduling=False)
+    # a lone client finds the engine idle: it is scheduled at once either way
+    lone = [
+        estimate_aggregated(llama70, Workload(2048, 256, concurrency=1), b) for b in (None, sync)
+    ]
+    assert lone[0].ttft_ms == pytest.approx(lone[1].ttft_ms, rel=1e-9)
+    # with others decoding, the next step is already planned: about one step (a TPOT) more
+    busy = [
+        estimate_aggregated(llama70, Workload(2048, 256, concurrency=16), b) for b in (None, sync)
+    ]
+    extra = busy[0].ttft_ms - busy[1].ttft_ms
+    scale = llama70.overhead.prefill_scale
+    assert 0.5 * busy[0].tpot_ms * scale < extra < 1.5 * busy[0].tpot_ms * scale

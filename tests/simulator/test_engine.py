@@ -178,14 +178,20 @@ def test_priority_policy_serves_urgent_requests_first():
 
 # ------------------------------------------------------------------ decode spans
 @pytest.mark.parametrize("seed", [0, 1])
-def test_decode_spans_match_step_by_step_simulation(seed):
+@pytest.mark.parametrize("async_scheduling", [True, False])
+def test_decode_spans_match_step_by_step_simulation(seed, async_scheduling):
     rng = np.random.default_rng(seed)
     n = 60
     trace = Trace(
         np.sort(rng.uniform(0, 3000, n)), rng.integers(10, 2000, n), rng.integers(1, 200, n)
     )
     # with noise too: a span consumes the per-step noise stream exactly as single steps do
-    noisy = {"step_noise_cv": 0.1, "run_noise_cv": 0.05, "max_num_seqs": 16}
+    noisy = {
+        "step_noise_cv": 0.1,
+        "run_noise_cv": 0.05,
+        "max_num_seqs": 16,
+        "async_scheduling": async_scheduling,
+    }
     slow, _ = run_one(trace, EngineConfig(decode_span_steps=1, **noisy), blocks=600, seed=seed)
     fast, _ = run_one(trace, EngineConfig(**noisy), blocks=600, seed=seed)
     assert fast.events < slow.events
@@ -389,6 +395,27 @@ def test_frontend_latency_delays_scheduling_and_counts_in_ttft():
     assert (late.requests["queue_ms"] >= 40.0).all()
     with pytest.raises(ValueError, match="frontend_latency_ms"):
         EngineConfig(frontend_latency_ms=-1.0)
+
+
+def test_async_scheduling_sees_a_busy_engines_arrival_one_step_later():
+    # A decodes alone in ~5 ms steps; B arrives in the middle of one of them
+    trace = Trace([0.0, 17.0], [100, 100], [40, 3])
+    sync, _ = run_one(trace, quiet(async_scheduling=False))
+    overlap, _ = run_one(trace, quiet())
+    s, a = sync.requests.set_index("request_id"), overlap.requests.set_index("request_id")
+    # an idle engine schedules a request at once either way
+    assert a.loc[0, "ttft_ms"] == s.loc[0, "ttft_ms"]
+    # synchronous: B joins the first step after it arrives
+    boundary = s.loc[1, "first_scheduled_ms"]
+    assert 17.0 < boundary < 17.0 + 5.1 + 1e-9
+    # asynchronous: that step was planned before B arrived (A's decode alone), B joins the next
+    steps = overlap.steps.set_index("start_ms")
+    assert steps.loc[boundary, "prefill_tokens"] == 0
+    assert a.loc[1, "first_scheduled_ms"] == pytest.approx(steps.loc[boundary, "end_ms"])
+    lag = a.loc[1, "ttft_ms"] - s.loc[1, "ttft_ms"]
+    # one decode step of A (B's own prefill step then reads one more token of A's KV)
+    assert lag == pytest.approx(steps.loc[boundary, "end_ms"] - boundary, abs=1e-3)
+    assert 5.0 < lag < 5.1
 
 
 def random_trace(seed, n, span_ms, prompts, outputs):

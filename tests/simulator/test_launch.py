@@ -49,6 +49,21 @@ def test_vllm_flags():
     assert "--enforce-eager" in wide and "--no-enable-chunked-prefill" in wide
 
 
+def test_the_scheduler_mode_the_model_priced_is_the_one_launched():
+    sync = LaunchConfig(
+        "Qwen/Qwen3-32B", ParallelConfig(tp=2), BatchingConfig(async_scheduling=False)
+    )
+    assert "--async-scheduling" in vllm_args(DENSE)
+    assert "--no-async-scheduling" in vllm_args(sync)
+    # vLLM cannot schedule asynchronously under pipeline parallelism
+    staged = LaunchConfig("Qwen/Qwen3-32B", ParallelConfig(tp=2, pp=2), BatchingConfig())
+    assert not {"--async-scheduling", "--no-async-scheduling"} & set(vllm_args(staged))
+    assert "--disable-overlap-schedule" in sglang_args(sync)
+    assert "--disable-overlap-schedule" not in sglang_args(DENSE)
+    assert trtllm_options(sync)["disable_overlap_scheduler"] is True
+    assert trtllm_options(DENSE)["disable_overlap_scheduler"] is False
+
+
 def test_sglang_counts_all_gpus_in_tp():
     args = sglang_args(WIDE_EP)
     assert _flag(args, "--tp-size") == "8" and _flag(args, "--dp-size") == "8"

@@ -120,6 +120,18 @@ def test_bad_workload_parameters_raise_named_errors(factory, match):
         factory()
 
 
+def test_random_range_lengths_are_uniform_between_the_ratio_and_nominal():
+    lengths = LengthDistribution.random_range(1024, 8192, 0.8, size=40_000, seed=1)
+    p, o = lengths.prompt_tokens, lengths.output_tokens
+    assert p.min() == 819 and p.max() == 1024
+    assert o.min() == 6553 and o.max() == 8192
+    assert lengths.mean_prompt_tokens == pytest.approx((819 + 1024) / 2, rel=2e-3)
+    assert np.corrcoef(p, o)[0, 1] == pytest.approx(0.0, abs=0.03)  # drawn independently
+    assert LengthDistribution.random_range(10, 5, 1.0).prompt_tokens.tolist() == [10] * 4096
+    with pytest.raises(ValueError, match="range_ratio"):
+        LengthDistribution.random_range(10, 5, 0.0)
+
+
 def test_jittered_lengths_keep_the_mean_and_stay_in_range():
     lengths = LengthDistribution.jittered(1000, 200, 0.1, size=20_000)
     assert lengths.prompt_tokens.min() >= 900 and lengths.prompt_tokens.max() <= 1100

@@ -1,0 +1,56 @@
+"""What silicon_dev.csv's rows ran besides the columns it records: the benchmark client's lengths
+and the scheduler mode, from the published harness and engine defaults (shared by
+``fidelity.py`` and ``engine_fidelity.py``).
+
+* **Client lengths.** Rows from SemiAnalysis InferenceX result exports (``source_file`` is a
+  dated ``YYYY-MM-DD.csv``) ran its ``utils/bench_serving/benchmark_serving.py`` with
+  ``--dataset-name random --random-range-ratio 0.8 --ignore-eos`` (``RANDOM_RANGE_RATIO: 0.8`` in
+  its single- and multi-node workflow templates): every prompt and output length is drawn
+  uniformly from the integers ``[floor(0.8 L), L]`` for the row's nominal ``L``, so the mean is
+  ``0.9 L``. The other sources (AIConfigurator's own gap-analysis runs) do not say; their rows
+  keep the nominal lengths.
+* **Asynchronous scheduling.** vLLM plans step ``k + 1`` while step ``k`` runs by default since
+  0.14 (vllm-project/vllm#27614; InferenceX's earlier vLLM recipes pass ``--async-scheduling``);
+  SGLang's overlap scheduler and TensorRT-LLM's PyTorch-backend overlap scheduler are on by
+  default. Rows of vLLM versions below 0.14 ran the synchronous scheduler.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+#: InferenceX's ``RANDOM_RANGE_RATIO`` (lengths uniform in ``[floor(r L), L]``)
+INFERENCEX_RANGE_RATIO = 0.8
+_INFERENCEX = re.compile(r"source_file=\d{4}-\d{2}-\d{2}\.csv")
+_VERSION = re.compile(r"^(\d+)\.(\d+)")
+
+
+def is_inferencex(row: pd.Series) -> bool:
+    """Whether the row comes from an InferenceX result export."""
+    return bool(_INFERENCEX.search(str(row.get("silicon_data_source", ""))))
+
+
+def length_range(row: pd.Series, which: str) -> tuple[int, int]:
+    """``(low, high)`` of the row's prompt (``which="isl"``) or output (``"osl"``) lengths."""
+    nominal = int(row[which])
+    if is_inferencex(row):
+        return max(1, int(nominal * INFERENCEX_RANGE_RATIO)), nominal
+    return nominal, nominal
+
+
+def mean_and_p90(row: pd.Series, which: str) -> tuple[float, float]:
+    """Mean and 90th percentile of the uniform integer lengths of :func:`length_range`."""
+    lo, hi = length_range(row, which)
+    return (lo + hi) / 2.0, lo + 0.9 * (hi - lo)
+
+
+def async_scheduling(row: pd.Series) -> bool:
+    """Whether the row's engine ran an asynchronous (overlap) scheduler."""
+    if row["backend"] != "vllm":
+        return True
+    m = _VERSION.match(str(row.get("backend_version", "")))
+    if m is None:  # InferenceX rows without a version: recipes of that time pass the flag
+        return True
+    return (int(m.group(1)), int(m.group(2))) >= (0, 14)

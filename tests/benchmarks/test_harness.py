@@ -1,0 +1,56 @@
+"""What the fidelity benchmarks assume each silicon_dev.csv row ran (benchmarks/harness.py)."""
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "harness.py"
+spec = importlib.util.spec_from_file_location("harness", SCRIPT)
+harness = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(harness)
+
+INFERENCEX = "source_file=2026-03-25.csv; model=DeepSeek-R1; silicon_concurrency=16"
+GAP = "source_file=/x/aic-auto-gap-analysis/data/h200_sxm/vllm/0.12.0/Q.csv; silicon_concurrency=4"
+
+
+def row(source, backend="vllm", version="0.19.0", isl=1024, osl=8192):
+    return pd.Series(
+        {
+            "silicon_data_source": source,
+            "backend": backend,
+            "backend_version": version,
+            "isl": isl,
+            "osl": osl,
+        }
+    )
+
+
+def test_inferencex_rows_get_the_clients_length_range_others_the_nominal_lengths():
+    r = row(INFERENCEX)
+    assert harness.is_inferencex(r)
+    assert harness.length_range(r, "isl") == (819, 1024)
+    assert harness.length_range(r, "osl") == (6553, 8192)
+    mean, p90 = harness.mean_and_p90(r, "isl")
+    assert mean == pytest.approx(921.5) and p90 == pytest.approx(819 + 0.9 * 205)
+    g = row(GAP, isl=1000, osl=100)
+    assert not harness.is_inferencex(g)
+    assert harness.mean_and_p90(g, "osl") == (100.0, 100.0)
+
+
+@pytest.mark.parametrize(
+    "backend, version, expected",
+    [
+        ("vllm", "0.12.0", False),
+        ("vllm", "0.11.2", False),
+        ("vllm", "0.14.0", True),
+        ("vllm", "0.19.0", True),
+        ("vllm", "nightly-5b8c30d62b754b57", True),
+        ("vllm", float("nan"), True),
+        ("sglang", "0.5.6.post2", True),
+        ("trtllm", "1.0.0rc3", True),
+    ],
+)
+def test_async_scheduling_follows_each_engines_default(backend, version, expected):
+    assert harness.async_scheduling(row(GAP, backend, version)) is expected
