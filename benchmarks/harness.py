@@ -2,8 +2,10 @@
 and the scheduler mode, from the published harness and engine defaults (shared by
 ``fidelity.py`` and ``engine_fidelity.py``).
 
-* **Client lengths.** Rows from SemiAnalysis InferenceX result exports (``source_file`` is a
-  dated ``YYYY-MM-DD.csv``) ran its ``utils/bench_serving/benchmark_serving.py`` with
+* **Client lengths.** Rows from SemiAnalysis InferenceX results (``source_file`` is a dated
+  ``YYYY-MM-DD.csv`` export, or a ``db-dump/`` of its results database, whose rows carry the
+  GitHub ``workflow_run_id`` of the run and InferenceX's ``config_id``; all on its ISL/OSL grid of
+  1024 and 8192) ran its ``utils/bench_serving/benchmark_serving.py`` with
   ``--dataset-name random --random-range-ratio 0.8 --ignore-eos`` (``RANDOM_RANGE_RATIO: 0.8`` in
   its single- and multi-node workflow templates): every prompt and output length is drawn
   uniformly from the integers ``[floor(0.8 L), L]`` for the row's nominal ``L``, so the mean is
@@ -23,12 +25,12 @@ import pandas as pd
 
 #: InferenceX's ``RANDOM_RANGE_RATIO`` (lengths uniform in ``[floor(r L), L]``)
 INFERENCEX_RANGE_RATIO = 0.8
-_INFERENCEX = re.compile(r"source_file=\d{4}-\d{2}-\d{2}\.csv")
+_INFERENCEX = re.compile(r"source_file=\d{4}-\d{2}-\d{2}\.csv|^db-dump/.*workflow_run_id=")
 _VERSION = re.compile(r"^(\d+)\.(\d+)")
 
 
 def is_inferencex(row: pd.Series) -> bool:
-    """Whether the row comes from an InferenceX result export."""
+    """Whether the row comes from InferenceX's results (an export or a database dump)."""
     return bool(_INFERENCEX.search(str(row.get("silicon_data_source", ""))))
 
 

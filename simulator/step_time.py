@@ -92,7 +92,7 @@ class EngineOverhead:
 DEFAULT_OVERHEAD: dict[str, EngineOverhead] = {
     "vllm": EngineOverhead(step_ms=0.0, kernel_scale=1.1, ttft_ms=20.0, prefill_scale=0.9),
     "sglang": EngineOverhead(step_ms=0.5, kernel_scale=0.8, ttft_ms=100.0, prefill_scale=1.15),
-    "trtllm": EngineOverhead(step_ms=0.5, kernel_scale=0.9, ttft_ms=125.0, prefill_scale=0.65),
+    "trtllm": EngineOverhead(step_ms=0.5, kernel_scale=0.9, ttft_ms=100.0, prefill_scale=0.7),
 }
 
 

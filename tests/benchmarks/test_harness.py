@@ -12,6 +12,10 @@ harness = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(harness)
 
 INFERENCEX = "source_file=2026-03-25.csv; model=DeepSeek-R1; silicon_concurrency=16"
+DB_DUMP = (
+    "db-dump/2026-04-27; config_id=733; silicon_concurrency=128; "
+    "measured=2026-04-17T00:00:00.000Z; workflow_run_id=758; vllm/vllm-openai:v0.19.0-cu130"
+)
 GAP = "source_file=/x/aic-auto-gap-analysis/data/h200_sxm/vllm/0.12.0/Q.csv; silicon_concurrency=4"
 
 
@@ -34,6 +38,7 @@ def test_inferencex_rows_get_the_clients_length_range_others_the_nominal_lengths
     assert harness.length_range(r, "osl") == (6553, 8192)
     mean, p90 = harness.mean_and_p90(r, "isl")
     assert mean == pytest.approx(921.5) and p90 == pytest.approx(819 + 0.9 * 205)
+    assert harness.is_inferencex(row(DB_DUMP))
     g = row(GAP, isl=1000, osl=100)
     assert not harness.is_inferencex(g)
     assert harness.mean_and_p90(g, "osl") == (100.0, 100.0)
