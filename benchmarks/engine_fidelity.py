@@ -9,10 +9,13 @@ analytical model's closed-form estimate (``benchmarks/fidelity.py``, whose row l
 predictor are reused) and AIConfigurator 0.12.0's predictions, on common rows, with 95%
 bootstrap confidence intervals over rows. "Under load" means concurrency >= 32.
 
-The benchmark client: measured runs used nominally fixed ISL/OSL, but clients of a real
-harness drift out of lock-step (length variation, client overheads). The simulated clients draw
-lengths uniformly within ``+-CLIENT_LENGTH_JITTER[backend]`` of nominal (mean preserved). That
-constant and the front end's latency are fitted per backend by ``--calibrate`` on the
+The benchmark client: rows from InferenceX ran a client whose lengths are uniform on
+``[floor(0.8 L), L]`` for the nominal ``L`` (``harness.py``), and the simulated clients draw the
+same. The other rows' harness is not documented: nominally fixed lengths, but clients of a real
+harness drift out of lock-step (length variation, client overheads), so their simulated clients
+draw lengths uniformly within ``+-CLIENT_LENGTH_JITTER[backend]`` of nominal (mean preserved).
+Each row's scheduler runs asynchronously or not as its engine version did (``harness.py``).
+That constant and the front end's latency are fitted per backend by ``--calibrate`` on the
 calibration half of the rows (``benchmarks/fidelity.py``'s documented split: SHA-1 of the id
 even), minimising the median TTFT error plus the median TPOT error (a jitter that keeps clients
 in step moves TTFT one way and TPOT the other, so fitting TTFT alone trades one for the other);
@@ -57,20 +60,20 @@ SECTION = "## Serving engine: speed and fidelity"
 LOAD_CONCURRENCY = 32
 #: Per backend, fitted by ``--calibrate`` on the calibration half of the aggregated rows (seed 0)
 #: with the front-end latency below: the grid value minimising median TTFT APE + median TPOT APE
-#: (sglang 0: 25.1 + 23.5 against 37.5 + 13.4 at 0.01 and 39.9 + 12.5 at 0.3; trtllm 0.2:
-#: 25.6 + 10.9 against 25.8 + 10.8 at 0.05; vllm 0.1: 14.3 + 7.5 against 14.8 + 7.5 at 0.05; at
-#: commit b15d4dd; all values in benchmarks/RESULTS.md). SGLang's scheduler
-#: does not mix prefill into decode steps, so clients with equal lengths stay in lock-step: its
-#: rows fit best that way on B200 and H100, at a cost in TPOT (the engine decodes the whole wave
-#: together).
-CLIENT_LENGTH_JITTER = {"vllm": 0.1, "sglang": 0.0, "trtllm": 0.2}
+#: (sglang 0: 27.8 + 20.8 against 40.5 + 15.0 at 0.01 and 42.2 + 12.6 at 0.3; trtllm 0.05:
+#: 23.3 + 11.1 against 24.1 + 10.7 at 0.1; vllm 0.1: 15.2 + 7.2 against 16.0 + 7.2 at 0.05; at
+#: commit f22f6ac; all values in benchmarks/RESULTS.md). It applies to the rows whose client is
+#: not documented; InferenceX rows draw the lengths its client drew (``harness.py``).
+#: SGLang's scheduler does not mix prefill into decode steps, so clients with equal lengths stay
+#: in lock-step: its undocumented rows (H100, H200) fit best that way, at a cost in TPOT.
+CLIENT_LENGTH_JITTER = {"vllm": 0.1, "sglang": 0.0, "trtllm": 0.05}
 #: Per-backend frontend latency (``EngineConfig.frontend_latency_ms``: HTTP, tokenization and
 #: hand-off before the scheduler sees a request), fitted by ``--calibrate`` with the jitter above:
 #: for each backend and jitter, the constant c (grid 0..300 ms, step 5) minimising the median
 #: TTFT APE of (engine TTFT at frontend latency 0) + c; the reported rows then simulate it
 #: mechanistically. (The analytical model fits the same kind of per-backend constant,
 #: ``EngineOverhead.ttft_ms``.)
-FRONTEND_LATENCY_MS = {"vllm": 15.0, "sglang": 155.0, "trtllm": 120.0}
+FRONTEND_LATENCY_MS = {"vllm": 15.0, "sglang": 195.0, "trtllm": 115.0}
 #: Requests each closed-loop client sends (the measurement's length is not recorded; the first,
 #: synchronized wave weighs less the longer the run). Chosen on 50 calibration-half aggregated
 #: rows with concurrency 32-256 (seed 0, ``random_state=0`` sample): median TTFT APE 57.7% with
@@ -470,10 +473,12 @@ def main(argv: list[str] | None = None) -> int:
             f"Code: git {_git_head()}. Rows: {len(agg)} rows the analytical model covers "
             f"({int((agg['mode'] == 'agg').sum())} aggregated, {int((agg['mode'] == 'disagg').sum())} "
             f"disaggregated; {failed} the engine could not run: see `engine_fidelity_rows.csv`). "
-            "Each row runs closed loop at its `silicon_concurrency` with its nominal ISL/OSL "
-            f"({REQUESTS_PER_CLIENT} requests per client, as AIConfigurator's harness sends), "
-            "max_num_seqs = its batch size, max_num_batched_tokens 8192, chunked prefill, client "
-            "length jitter +-"
+            "Each row runs closed loop at its `silicon_concurrency` "
+            f"({REQUESTS_PER_CLIENT} requests per client, as AIConfigurator's and InferenceX's "
+            "harnesses send) with its engine's scheduler (asynchronous except vLLM < 0.14) and "
+            "its client's lengths (InferenceX rows: uniform on [floor(0.8 L), L] for the nominal "
+            "L, `harness.py`), max_num_seqs = its batch size, max_num_batched_tokens 8192, "
+            "chunked prefill, for the other rows client length jitter +-"
             f"{', '.join(f'{b} {v:g}' for b, v in sorted(jitter.items()))} and per-backend frontend latency "
             f"{', '.join(f'{b} {v:g} ms' for b, v in sorted(frontend.items()))} (both fitted on the "
             "calibration half by `--calibrate`), "
