@@ -49,6 +49,7 @@ _ENGINE_KNOBS = (
     "scheduling_policy",
     "cuda_graphs",
     "cuda_graph_max_batch",
+    "async_scheduling",
 )
 
 
@@ -63,7 +64,12 @@ def config_to_engine(config: Mapping[str, Any]) -> EngineConfig:
     for name in ("max_num_seqs", "max_num_batched_tokens", "cuda_graph_max_batch"):
         if name in kwargs:
             kwargs[name] = int(kwargs[name])
-    for name in ("enable_chunked_prefill", "enable_prefix_caching", "cuda_graphs"):
+    for name in (
+        "enable_chunked_prefill",
+        "enable_prefix_caching",
+        "cuda_graphs",
+        "async_scheduling",
+    ):
         if name in kwargs:
             kwargs[name] = bool(kwargs[name])
     if "gpu_memory_utilization" in kwargs:

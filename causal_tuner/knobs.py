@@ -87,6 +87,11 @@ BACKEND_ARGUMENTS: dict[str, dict[str, str | None]] = {
         "sglang": "--disable-radix-cache",  # inverted
         "trtllm": "kv_cache_config.enable_block_reuse",
     },
+    "async_scheduling": {
+        "vllm": "--async-scheduling",  # the default since vLLM 0.14; --no-async-scheduling
+        "sglang": "--disable-overlap-schedule",  # inverted
+        "trtllm": "disable_overlap_scheduler",  # inverted
+    },
     "scheduling_policy": {
         "vllm": "--scheduling-policy",
         "sglang": "--schedule-policy",

@@ -79,6 +79,7 @@ def config_to_batching(config: Mapping) -> BatchingConfig:
         ("enable_chunked_prefill", "chunked_prefill"),
         ("cuda_graphs", "cuda_graphs"),
         ("gpu_memory_utilization", "gpu_memory_utilization"),
+        ("async_scheduling", "async_scheduling"),
     ):
         if knob in config:
             kwargs[field_name] = config[knob]

@@ -17,7 +17,7 @@ from causal_tuner.environments import (
 )
 from causal_tuner.knobs import Knob, KnobSpace
 from causal_tuner.objective import SLA, Objective
-from causal_tuner.prior import AnalyticalPrior, p_below
+from causal_tuner.prior import AnalyticalPrior, config_to_batching, p_below
 from simulator.batch import BatchShape
 from simulator.cluster import Deployment
 from simulator.workloads import LengthDistribution
@@ -138,6 +138,9 @@ def test_config_to_engine_maps_and_rejects():
         {"max_num_seqs": 64, "enable_chunked_prefill": False, "tensor_parallel_size": 2}
     )
     assert cfg.max_num_seqs == 64 and cfg.enable_chunked_prefill is False
+    assert cfg.async_scheduling is True  # vLLM's default
+    assert config_to_engine({"async_scheduling": 0}).async_scheduling is False
+    assert config_to_batching({"async_scheduling": False}).async_scheduling is False
     with pytest.raises(ValueError, match=r"no knob\(s\) \['swap_space'\]"):
         config_to_engine({"swap_space": 4})
 
