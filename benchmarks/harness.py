@@ -12,9 +12,11 @@ and the scheduler mode, from the published harness and engine defaults (shared b
   ``0.9 L``. The other sources (AIConfigurator's own gap-analysis runs) do not say; their rows
   keep the nominal lengths.
 * **Asynchronous scheduling.** vLLM plans step ``k + 1`` while step ``k`` runs by default since
-  0.14 (vllm-project/vllm#27614; InferenceX's earlier vLLM recipes pass ``--async-scheduling``);
-  SGLang's overlap scheduler and TensorRT-LLM's PyTorch-backend overlap scheduler are on by
-  default. Rows of vLLM versions below 0.14 ran the synchronous scheduler.
+  vllm-project/vllm#27614 (merged in December 2025, after the 0.12.0 release; the threshold is
+  placed at 0.14, and no row runs 0.13 or 0.14: they run 0.11.2, 0.12.0 or 0.15.1 and later).
+  InferenceX's earlier vLLM recipes pass ``--async-scheduling``. SGLang's overlap scheduler and
+  TensorRT-LLM's PyTorch-backend overlap scheduler are on by default. Rows of vLLM versions
+  below 0.14 ran the synchronous scheduler.
 """
 
 from __future__ import annotations

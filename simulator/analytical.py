@@ -123,7 +123,7 @@ class BatchingConfig:
         Memory fraction the engine may use.
     async_scheduling : bool
         The scheduler plans step ``k + 1`` while step ``k`` runs (vLLM's ``--async-scheduling``,
-        its default since 0.14; SGLang's and TensorRT-LLM's overlap schedulers, on by
+        its default in releases after 0.12; SGLang's and TensorRT-LLM's overlap schedulers, on by
         default), so a request that arrives while the engine is busy waits one more step
         before its prefill is scheduled. vLLM turns it off under pipeline parallelism.
     """

@@ -259,7 +259,7 @@ class EngineConfig:
         to a decode worker.
     async_scheduling : bool
         The scheduler plans step ``k + 1`` when step ``k`` starts (vLLM's
-        ``--async-scheduling``, its default since 0.14; SGLang's and TensorRT-LLM's overlap
+        ``--async-scheduling``, its default in releases after 0.12; SGLang's and TensorRT-LLM's overlap
         schedulers work the same way), so a request that reaches a busy engine joins the
         waiting queue only at the next step boundary and is first scheduled one step later
         than a synchronous scheduler would. ``False`` is vLLM's ``--no-async-scheduling``.

@@ -101,7 +101,7 @@ def vllm_args(cfg: LaunchConfig) -> list[str]:
         f"{b.gpu_memory_utilization:g}",
         "--enable-chunked-prefill" if b.chunked_prefill else "--no-enable-chunked-prefill",
     ]
-    # vLLM schedules asynchronously by default since 0.14 (older ones need the flag); it cannot
+    # vLLM schedules asynchronously by default in recent releases (older ones need the flag); it cannot
     # with pipeline parallelism, and the model prices that case synchronously
     if not b.async_scheduling:
         args.append("--no-async-scheduling")
