@@ -14,7 +14,8 @@ and the scheduler mode, from the published harness and engine defaults (shared b
 * **Asynchronous scheduling.** vLLM plans step ``k + 1`` while step ``k`` runs by default since
   vllm-project/vllm#27614 (merged in December 2025, after the 0.12.0 release; the threshold is
   placed at 0.14, and no row runs 0.13 or 0.14: they run 0.11.2, 0.12.0 or 0.15.1 and later).
-  InferenceX's earlier vLLM recipes pass ``--async-scheduling``. SGLang's overlap scheduler and
+  InferenceX rows without a version (its autumn-2025 runs) count as asynchronous: its
+  Llama-3.1-70B recipes of that time pass ``--async-scheduling``. SGLang's overlap scheduler and
   TensorRT-LLM's PyTorch-backend overlap scheduler are on by default. Rows of vLLM versions
   below 0.14 ran the synchronous scheduler.
 """
@@ -55,6 +56,6 @@ def async_scheduling(row: pd.Series) -> bool:
     if row["backend"] != "vllm":
         return True
     m = _VERSION.match(str(row.get("backend_version", "")))
-    if m is None:  # InferenceX rows without a version: recipes of that time pass the flag
+    if m is None:  # InferenceX rows without a version: its 70B recipes then passed the flag
         return True
     return (int(m.group(1)), int(m.group(2))) >= (0, 14)
