@@ -114,7 +114,12 @@ def run_noise_cv(rows: pd.DataFrame) -> tuple[float, int]:
 
 
 def _pool(
-    model, seqs: int, count: int, frontend_ms: float = 0.0, async_scheduling: bool = True
+    model,
+    seqs: int,
+    count: int,
+    frontend_ms: float = 0.0,
+    async_scheduling: bool = True,
+    recv_interval: int = 1,
 ) -> list[Replica]:
     """``count`` replicas of one worker type with vLLM-default budget and memory, and the
     backend's scheduler (SGLang's does not mix prefill into decode steps)."""
@@ -124,6 +129,7 @@ def _pool(
         frontend_latency_ms=float(frontend_ms),
         mixed_batching=MIXED_BATCHING_DEFAULT[model.backend],
         async_scheduling=async_scheduling,
+        scheduler_recv_interval=recv_interval,
     )
     mem = model.memory(
         cfg.gpu_memory_utilization,
@@ -173,7 +179,14 @@ def simulate_row(
         ranks = par.attention_dp
         seqs = int(row["batch_size"]) if np.isfinite(row["batch_size"]) else -(-conc // ranks)
         cluster = Cluster(
-            _pool(predictor.step_model(row, par), seqs, ranks, fe, overlap),
+            _pool(
+                predictor.step_model(row, par),
+                seqs,
+                ranks,
+                fe,
+                overlap,
+                harness.scheduler_recv_interval(row),
+            ),
             router="least_loaded",
         )
     else:
@@ -475,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
             f"disaggregated; {failed} the engine could not run: see `engine_fidelity_rows.csv`). "
             "Each row runs closed loop at its `silicon_concurrency` "
             f"({REQUESTS_PER_CLIENT} requests per client, as AIConfigurator's and InferenceX's "
-            "harnesses send) with its engine's scheduler (asynchronous except vLLM < 0.14) and "
+            "harnesses send) with its engine's scheduler (asynchronous except vLLM < 0.14; "
+            "SGLang's receive interval where its recipe sets one) and "
             "its client's lengths (InferenceX rows: uniform on [floor(0.8 L), L] for the nominal "
             "L, `harness.py`), max_num_seqs = its batch size, max_num_batched_tokens 8192, "
             "chunked prefill, for the other rows client length jitter +-"

@@ -163,6 +163,7 @@ class Predictor:
                 max_num_seqs=max(seqs, 1),
                 mixed_batching=mixed,
                 async_scheduling=harness.async_scheduling(row),
+                scheduler_recv_interval=harness.scheduler_recv_interval(row),
             )
             est = estimate_aggregated(model, wl, batching, queue=self.queue)
         else:

@@ -18,6 +18,11 @@ and the scheduler mode, from the published harness and engine defaults (shared b
   Llama-3.1-70B recipes of that time pass ``--async-scheduling``. SGLang's overlap scheduler and
   TensorRT-LLM's PyTorch-backend overlap scheduler are on by default. Rows of vLLM versions
   below 0.14 ran the synchronous scheduler.
+* **SGLang's receive interval.** InferenceX's single-node SGLang DeepSeek-R1 recipes for B200
+  (``benchmarks/single_node/fixed_seq_len/dsr1_fp8_b200.sh`` and ``dsr1_fp4_b200.sh``) pass
+  ``--scheduler-recv-interval 30`` at 16 or more clients and 10 below (the fp8 recipe at TP 4:
+  10), without attention DP; the H200 recipe does not set it (1, SGLang's default). Its
+  scheduler then takes in new requests only every that many decode steps.
 """
 
 from __future__ import annotations
@@ -59,3 +64,21 @@ def async_scheduling(row: pd.Series) -> bool:
     if m is None:  # InferenceX rows without a version: its 70B recipes then passed the flag
         return True
     return (int(m.group(1)), int(m.group(2))) >= (0, 14)
+
+
+def scheduler_recv_interval(row: pd.Series) -> int:
+    """SGLang's ``--scheduler-recv-interval`` in the row's recipe (1 where none is documented)."""
+    if not (
+        row["backend"] == "sglang"
+        and row["mode"] == "agg"
+        and row["system"] == "b200_sxm"
+        and "DeepSeek" in str(row["model_path"])
+        and is_inferencex(row)
+    ):
+        return 1
+    dp = row.get("attention_dp_size", 1)
+    if pd.notna(dp) and dp > 1:
+        return 1  # the recipes turn it off with attention DP
+    if row.get("gemm_quant_mode") == "fp8" and row.get("tp_size") == 4:
+        return 10
+    return 30 if row["concurrency"] >= 16 else 10

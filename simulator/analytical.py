@@ -126,6 +126,11 @@ class BatchingConfig:
         its default in releases after 0.12; SGLang's and TensorRT-LLM's overlap schedulers, on by
         default), so a request that arrives while the engine is busy waits one more step
         before its prefill is scheduled. vLLM turns it off under pipeline parallelism.
+    scheduler_recv_interval : int
+        SGLang's ``--scheduler-recv-interval``: a busy scheduler takes in new requests only
+        every this many decode steps (and right after a prefill step), so an arrival waits
+        about half that many decode steps more. SGLang only: vLLM and TensorRT-LLM have no
+        such option, and their launch renderings leave it out.
     """
 
     max_num_seqs: int = 256
@@ -136,6 +141,7 @@ class BatchingConfig:
     gpu_memory_utilization: float = 0.9
     capture_sizes: tuple[int, ...] = field(default=DEFAULT_CUDA_GRAPH_SIZES, repr=False)
     async_scheduling: bool = True
+    scheduler_recv_interval: int = 1
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:
@@ -143,6 +149,10 @@ class BatchingConfig:
         if self.max_num_batched_tokens < 1:
             raise ValueError(
                 f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}"
+            )
+        if self.scheduler_recv_interval < 1:
+            raise ValueError(
+                f"scheduler_recv_interval must be >= 1, got {self.scheduler_recv_interval}"
             )
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(
@@ -425,6 +435,9 @@ def _replica_at_rate(
         and not (model.backend == "vllm" and model.parallel.pp > 1)
     ):
         half_step += max(tpot_guess, tau_d) if math.isfinite(tpot_guess) else tau_d
+    if busy:
+        # the next point where the scheduler takes requests in: half a window of decode steps
+        half_step += 0.5 * (batching.scheduler_recv_interval - 1) * tau_d
     ttft = wait + service + half_step
     service_p90, _ = prefill_service(isl_p90) if isl_p90 != isl else (service, n_chunks)
     ttft_p90 = _wait_p90(wait, rho) + service_p90 + half_step
@@ -633,10 +646,15 @@ def estimate_aggregated(
             chunked_prefill=batching.chunked_prefill,
             max_running=running_cap,
         )
-        # a scheduler that does not mix prefill into decode steps keeps the clients in
-        # lockstep (all decode together and finish together), so every round is a burst
+        # a scheduler that does not mix prefill into decode steps keeps clients whose requests
+        # all have the same output length in lockstep (all decode together and finish
+        # together), so every round is a burst; output lengths that vary break the lockstep
+        fixed_outputs = workload.osl_p90 is None or workload.osl_p90 <= workload.osl
+        lockstep = not mixed and fixed_outputs
         ttft = (
-            queue.blend(max(burst, ttft), ttft, workload.concurrency) if mixed else max(burst, ttft)
+            max(burst, ttft)
+            if lockstep
+            else queue.blend(max(burst, ttft), ttft, workload.concurrency)
         )
     ttft = ttft * model.overhead.prefill_scale + model.overhead.ttft_ms
     latency = ttft + max(osl - 1, 0) * rep.tpot

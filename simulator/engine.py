@@ -263,6 +263,10 @@ class EngineConfig:
         schedulers work the same way), so a request that reaches a busy engine joins the
         waiting queue only at the next step boundary and is first scheduled one step later
         than a synchronous scheduler would. ``False`` is vLLM's ``--no-async-scheduling``.
+    scheduler_recv_interval : int
+        SGLang's ``--scheduler-recv-interval``: a busy scheduler takes in new requests only
+        once this many decode steps have run since it last did (at once after a step with
+        prefill work, and when idle); ``1`` (every engine's default) takes them in at every step.
     mixed_batching : bool
         ``True`` (vLLM, TensorRT-LLM): one step carries decodes and prefill chunks together.
         ``False`` (SGLang's default scheduler, no ``--enable-mixed-chunk``): a step runs either
@@ -288,9 +292,16 @@ class EngineConfig:
     prefill_only: bool = False
     mixed_batching: bool = True
     async_scheduling: bool = True
+    scheduler_recv_interval: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "decode_span_steps"):
+        for name in (
+            "max_num_seqs",
+            "max_num_batched_tokens",
+            "block_size",
+            "decode_span_steps",
+            "scheduler_recv_interval",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
                 raise ValueError(f"EngineConfig.{name} must be a positive integer, got {value!r}")
@@ -508,6 +519,10 @@ class ServingEngine:
         # asynchronous scheduling: requests that reached the busy engine after the scheduler
         # planned the next step; they join the waiting queue once that step starts
         self._inbox: list[Request] = []
+        # decode steps run since the scheduler last took in new requests (SGLang's receive
+        # skipper), and the last step's decode steps (-1: it had prefill work)
+        self._recv_count = 0
+        self._last_weight = 0
         self.running: list[Request] = []
         self._busy = False
         self._wake_pending = False
@@ -576,8 +591,8 @@ class ServingEngine:
             if self.on_finish is not None:
                 self.on_finish(req, now_ms)
             return []
-        if self._busy and self.config.async_scheduling:
-            self._inbox.append(req)  # the next step is already planned
+        if self._busy and (self.config.async_scheduling or self.config.scheduler_recv_interval > 1):
+            self._inbox.append(req)  # the next step is already planned, or not yet receiving
             return []
         self._push_waiting(req)
         if not self._busy and not self._wake_pending:
@@ -830,6 +845,9 @@ class ServingEngine:
         self._wake_pending = False
         if self._busy:
             return None
+        # an idle scheduler polls without pause: it has just taken the new request in
+        self._recv_count = 0
+        self._last_weight = 0
         return self._start_step(now_ms)
 
     def _flush_inbox(self) -> bool:
@@ -842,14 +860,35 @@ class ServingEngine:
         self._inbox.clear()
         return True
 
+    def _receives(self) -> bool:
+        """Whether the scheduler takes in new requests at this step boundary (SGLang's receive
+        skipper: after ``scheduler_recv_interval`` decode steps, or after any prefill step)."""
+        interval = self.config.scheduler_recv_interval
+        steps, self._last_weight = self._last_weight, 0
+        if steps < 0:  # the last step had prefill work
+            self._recv_count = 0
+            return True
+        # a span of decode steps: the counter fired (and restarted) at every multiple of the
+        # interval on the way, as it does step by step; nothing was held back before the span's
+        # last step, which is the only one an arrival can fall in
+        self._recv_count = (self._recv_count + steps) % interval
+        return self._recv_count == 0
+
     def _start_step(self, now_ms: float) -> list[Event] | None:
         preemptions_before = self.num_preemptions
+        receive = self._receives()
+        arrived = False
+        if not self.config.async_scheduling and receive:
+            arrived = self._flush_inbox()
         sched, preempted = self._schedule(now_ms)
-        # asynchronous scheduling: this step was planned when the last one started, without the
-        # requests that arrived since; they are seen from the next step on (at once when there
-        # is nothing else to run, as an idle engine schedules a new request immediately)
-        arrived = self._flush_inbox()
-        if arrived and not sched:
+        if self.config.async_scheduling and receive:
+            # asynchronous scheduling: this step was planned when the last one started, without
+            # the requests that arrived since; they are seen from the next step on
+            arrived = self._flush_inbox()
+        if not sched and (arrived or self._inbox):
+            # nothing else to run: an idle scheduler takes new requests in at once
+            self._flush_inbox()
+            self._recv_count = 0
             sched, preempted = self._schedule(now_ms)
             arrived = False
         if not sched:
@@ -865,8 +904,10 @@ class ServingEngine:
         t0, n_dec, completing, batch = self._price(sched)
         t0 *= self._run_factor
         steps = 1
-        # a decode span must end at the next boundary when requests just became schedulable
+        # a decode span must end at the next boundary when requests just became schedulable,
+        # and at the boundary where the scheduler next takes in the ones still held back
         admit_next = arrived and len(self.running) < self.config.max_num_seqs
+        until_recv = self.config.scheduler_recv_interval - self._recv_count
         if (
             n_dec == len(sched)
             and not preempted
@@ -877,6 +918,8 @@ class ServingEngine:
             k_finish = min(req.output_len - req.num_generated for req in sched)
             free_per_req = self.pool.available // n_dec
             k = min(k_finish, self.config.decode_span_steps, 1 + free_per_req * self._bs)
+            if self._inbox:
+                k = min(k, until_recv)
         else:
             k = 1
         if k > 1:
@@ -901,6 +944,8 @@ class ServingEngine:
             noise = self._noise(1)
             end_ms = now_ms + (t0 if noise is None else t0 * float(noise[0]))
         n_prefill_tokens = sum(sched.values()) - n_dec
+        # SGLang's receive skipper counts decode steps; after prefill work it receives at once
+        self._last_weight = steps if n_dec == len(sched) else -1
         self.step_log.append(
             (
                 now_ms,

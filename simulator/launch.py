@@ -150,6 +150,8 @@ def sglang_args(cfg: LaunchConfig) -> list[str]:
         args.append("--enable-mixed-chunk")
     if not b.async_scheduling:
         args.append("--disable-overlap-schedule")
+    if b.scheduler_recv_interval > 1:
+        args += ["--scheduler-recv-interval", str(b.scheduler_recv_interval)]
     quant = _SGLANG_QUANT.get(cfg.dtype)
     if quant:
         args += ["--quantization", quant]

@@ -87,6 +87,25 @@ def test_non_mixing_scheduler_runs_in_lockstep_bursts():
     ov = sglang.overhead
     assert lockstep.ttft_ms == pytest.approx(burst * ov.prefill_scale + ov.ttft_ms, rel=1e-6)
     assert lockstep.ttft_ms > mixed.ttft_ms
+    # output lengths that vary break the lockstep: only the first round is a burst
+    fixed = estimate_aggregated(sglang, Workload(1024, 461, concurrency=64), queue=q)
+    varied = estimate_aggregated(sglang, Workload(1024, 461, concurrency=64, osl_p90=502), queue=q)
+    assert varied.ttft_ms < fixed.ttft_ms
+
+
+def test_sglang_receive_interval_adds_half_a_window_of_decode_steps(llama70):
+    wl = Workload(2048, 256, concurrency=16)
+    base = estimate_aggregated(llama70, wl)
+    slow = estimate_aggregated(llama70, wl, BatchingConfig(scheduler_recv_interval=30))
+    extra = (slow.ttft_ms - base.ttft_ms) / llama70.overhead.prefill_scale
+    step = llama70.decode_step_ms(16, 2048 + 128)
+    assert 0.5 * 29 * step * 0.7 < extra < 0.5 * 29 * step * 1.3
+    lone = Workload(2048, 256, concurrency=1)  # an idle engine takes the request in at once
+    assert estimate_aggregated(
+        llama70, lone, BatchingConfig(scheduler_recv_interval=30)
+    ).ttft_ms == (pytest.approx(estimate_aggregated(llama70, lone).ttft_ms, rel=1e-9))
+    with pytest.raises(ValueError, match="scheduler_recv_interval"):
+        BatchingConfig(scheduler_recv_interval=0)
 
 
 @given(n=st.integers(1, 300), isl=st.integers(16, 9000))

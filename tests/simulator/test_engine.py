@@ -178,8 +178,8 @@ def test_priority_policy_serves_urgent_requests_first():
 
 # ------------------------------------------------------------------ decode spans
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("async_scheduling", [True, False])
-def test_decode_spans_match_step_by_step_simulation(seed, async_scheduling):
+@pytest.mark.parametrize("async_scheduling, recv", [(True, 1), (False, 1), (True, 7)])
+def test_decode_spans_match_step_by_step_simulation(seed, async_scheduling, recv):
     rng = np.random.default_rng(seed)
     n = 60
     trace = Trace(
@@ -191,6 +191,7 @@ def test_decode_spans_match_step_by_step_simulation(seed, async_scheduling):
         "run_noise_cv": 0.05,
         "max_num_seqs": 16,
         "async_scheduling": async_scheduling,
+        "scheduler_recv_interval": recv,
     }
     slow, _ = run_one(trace, EngineConfig(decode_span_steps=1, **noisy), blocks=600, seed=seed)
     fast, _ = run_one(trace, EngineConfig(**noisy), blocks=600, seed=seed)
@@ -416,6 +417,32 @@ def test_async_scheduling_sees_a_busy_engines_arrival_one_step_later():
     # one decode step of A (B's own prefill step then reads one more token of A's KV)
     assert lag == pytest.approx(steps.loc[boundary, "end_ms"] - boundary, abs=1e-3)
     assert 5.0 < lag < 5.1
+
+
+@pytest.mark.parametrize("async_scheduling", [False, True])
+def test_sglang_receive_interval_holds_arrivals_until_enough_decode_steps(async_scheduling):
+    # A: a prefill step, then decode steps alone; B arrives during A's second decode step.
+    # With --scheduler-recv-interval 4 the scheduler takes B in only at the boundary after
+    # the 4th decode step since it last received (right after A's prefill step).
+    trace = Trace([0.0, 17.0], [1000, 100], [40, 3])
+    cfg = quiet(scheduler_recv_interval=4, decode_span_steps=1, async_scheduling=async_scheduling)
+    res, _ = run_one(trace, cfg)
+    steps = res.steps.reset_index(drop=True)
+    assert steps.loc[0, "prefill_tokens"] == 1000  # A alone; an idle engine takes it at once
+    received = steps.loc[4, "end_ms"]  # A's 4th decode step (rows 1-4) ends
+    assert steps.loc[1:4, "prefill_tokens"].eq(0).all()
+    assert steps.loc[1, "start_ms"] < 17.0 < steps.loc[2, "end_ms"]
+    b = res.requests.set_index("request_id").loc[1]
+    # synchronous: B joins the step that starts there; asynchronous: the one after it
+    expected = received if not async_scheduling else steps.loc[5, "end_ms"]
+    assert b["first_scheduled_ms"] == pytest.approx(expected)
+    # the interval only delays: with the default of 1 B starts right after it arrives
+    quick, _ = run_one(trace, quiet(decode_span_steps=1, async_scheduling=async_scheduling))
+    assert quick.requests.set_index("request_id").loc[1, "first_scheduled_ms"] < expected
+    # decode spans stop at the receive boundary: same results as step by step
+    spans, _ = run_one(trace, quiet(scheduler_recv_interval=4, async_scheduling=async_scheduling))
+    np.testing.assert_allclose(spans.requests["ttft_ms"], res.requests["ttft_ms"], rtol=1e-9)
+    np.testing.assert_allclose(spans.requests["e2e_ms"], res.requests["e2e_ms"], rtol=1e-9)
 
 
 def random_trace(seed, n, span_ms, prompts, outputs):

@@ -62,6 +62,11 @@ def test_the_scheduler_mode_the_model_priced_is_the_one_launched():
     assert "--disable-overlap-schedule" not in sglang_args(DENSE)
     assert trtllm_options(sync)["disable_overlap_scheduler"] is True
     assert trtllm_options(DENSE)["disable_overlap_scheduler"] is False
+    polled = LaunchConfig(
+        "Qwen/Qwen3-32B", ParallelConfig(tp=2), BatchingConfig(scheduler_recv_interval=30)
+    )
+    assert _flag(sglang_args(polled), "--scheduler-recv-interval") == "30"
+    assert "--scheduler-recv-interval" not in sglang_args(DENSE)
 
 
 def test_sglang_counts_all_gpus_in_tp():
