@@ -60,9 +60,9 @@ SECTION = "## Serving engine: speed and fidelity"
 LOAD_CONCURRENCY = 32
 #: Per backend, fitted by ``--calibrate`` on the calibration half of the aggregated rows (seed 0)
 #: with the front-end latency below: the grid value minimising median TTFT APE + median TPOT APE
-#: (sglang 0: 27.8 + 20.8 against 40.5 + 15.0 at 0.01 and 42.2 + 12.6 at 0.3; trtllm 0.05:
+#: (sglang 0: 18.0 + 22.0 against 31.0 + 15.5 at 0.01 and 39.1 + 12.5 at 0.3; trtllm 0.05:
 #: 23.3 + 11.1 against 24.1 + 10.7 at 0.1; vllm 0.1: 15.2 + 7.2 against 16.0 + 7.2 at 0.05; at
-#: commit f22f6ac; all values in benchmarks/RESULTS.md). It applies to the rows whose client is
+#: commit b5ad7ea; all values in benchmarks/RESULTS.md). It applies to the rows whose client is
 #: not documented; InferenceX rows draw the lengths its client drew (``harness.py``).
 #: SGLang's scheduler does not mix prefill into decode steps, so clients with equal lengths stay
 #: in lock-step: its undocumented rows (H100, H200) fit best that way, at a cost in TPOT.
@@ -73,7 +73,7 @@ CLIENT_LENGTH_JITTER = {"vllm": 0.1, "sglang": 0.0, "trtllm": 0.05}
 #: TTFT APE of (engine TTFT at frontend latency 0) + c; the reported rows then simulate it
 #: mechanistically. (The analytical model fits the same kind of per-backend constant,
 #: ``EngineOverhead.ttft_ms``.)
-FRONTEND_LATENCY_MS = {"vllm": 15.0, "sglang": 195.0, "trtllm": 115.0}
+FRONTEND_LATENCY_MS = {"vllm": 15.0, "sglang": 240.0, "trtllm": 115.0}
 #: Requests each closed-loop client sends (the measurement's length is not recorded; the first,
 #: synchronized wave weighs less the longer the run). Chosen on 50 calibration-half aggregated
 #: rows with concurrency 32-256 (seed 0, ``random_state=0`` sample): median TTFT APE 57.7% with
