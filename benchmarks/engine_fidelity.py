@@ -120,12 +120,13 @@ def _pool(
     frontend_ms: float = 0.0,
     async_scheduling: bool = True,
     recv_interval: int = 1,
+    budget: int = 8192,
 ) -> list[Replica]:
     """``count`` replicas of one worker type with vLLM-default budget and memory, and the
     backend's scheduler (SGLang's does not mix prefill into decode steps)."""
     cfg = EngineConfig(
         max_num_seqs=max(int(seqs), 1),
-        max_num_batched_tokens=8192,
+        max_num_batched_tokens=int(budget),
         frontend_latency_ms=float(frontend_ms),
         mixed_batching=MIXED_BATCHING_DEFAULT[model.backend],
         async_scheduling=async_scheduling,
@@ -186,6 +187,7 @@ def simulate_row(
                 fe,
                 overlap,
                 harness.scheduler_recv_interval(row),
+                harness.max_num_batched_tokens(row),
             ),
             router="least_loaded",
         )
@@ -491,7 +493,8 @@ def main(argv: list[str] | None = None) -> int:
             "harnesses send) with its engine's scheduler (asynchronous except vLLM < 0.14; "
             "SGLang's receive interval where its recipe sets one) and "
             "its client's lengths (InferenceX rows: uniform on [floor(0.8 L), L] for the nominal "
-            "L, `harness.py`), max_num_seqs = its batch size, max_num_batched_tokens 8192, "
+            "L, `harness.py`), max_num_seqs = its batch size, max_num_batched_tokens 8192 "
+            "(twice the ISL where the recipe says so, `harness.py`), "
             "chunked prefill, for the other rows client length jitter +-"
             f"{', '.join(f'{b} {v:g}' for b, v in sorted(jitter.items()))} and per-backend frontend latency "
             f"{', '.join(f'{b} {v:g} ms' for b, v in sorted(frontend.items()))} (both fitted on the "

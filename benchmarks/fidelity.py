@@ -161,6 +161,7 @@ class Predictor:
             mixed = True if self.sglang_mixed_chunk and row["backend"] == "sglang" else None
             batching = BatchingConfig(
                 max_num_seqs=max(seqs, 1),
+                max_num_batched_tokens=harness.max_num_batched_tokens(row),
                 mixed_batching=mixed,
                 async_scheduling=harness.async_scheduling(row),
                 scheduler_recv_interval=harness.scheduler_recv_interval(row),

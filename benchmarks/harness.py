@@ -23,6 +23,10 @@ and the scheduler mode, from the published harness and engine defaults (shared b
   ``--scheduler-recv-interval 30`` at 16 or more clients and 10 below (the fp8 recipe at TP 4:
   10), without attention DP; the H200 recipe does not set it (1, SGLang's default). Its
   scheduler then takes in new requests only every that many decode steps.
+* **vLLM's token budget.** InferenceX's vLLM MiniMax-M2.5 recipes for B200
+  (``minimaxm2.5_fp8_b200.sh``, ``minimaxm2.5_fp4_b200.sh``) pass ``--max-num-batched-tokens``
+  of twice the nominal ISL; its H100 and H200 MiniMax recipes, and the other recipes read, keep
+  vLLM's default (8192 on these GPUs), which the benchmarks use elsewhere.
 """
 
 from __future__ import annotations
@@ -82,3 +86,15 @@ def scheduler_recv_interval(row: pd.Series) -> int:
     if row.get("gemm_quant_mode") == "fp8" and row.get("tp_size") == 4:
         return 10
     return 30 if row["concurrency"] >= 16 else 10
+
+
+def max_num_batched_tokens(row: pd.Series) -> int:
+    """The token budget per step in the row's recipe (vLLM's default, 8192, where none is set)."""
+    if (
+        row["backend"] == "vllm"
+        and row["system"] == "b200_sxm"
+        and "MiniMax" in str(row["model_path"])
+        and is_inferencex(row)
+    ):
+        return 2 * int(row["isl"])
+    return 8192

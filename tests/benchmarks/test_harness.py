@@ -59,3 +59,27 @@ def test_inferencex_rows_get_the_clients_length_range_others_the_nominal_lengths
 )
 def test_async_scheduling_follows_each_engines_default(backend, version, expected):
     assert harness.async_scheduling(row(GAP, backend, version)) is expected
+
+
+def test_recipe_knobs_follow_the_documented_recipes():
+    def dsr1(system, concurrency):
+        return pd.Series(
+            {
+                "silicon_data_source": INFERENCEX,
+                "backend": "sglang",
+                "mode": "agg",
+                "system": system,
+                "model_path": "deepseek-ai/DeepSeek-R1",
+                "attention_dp_size": 1.0,
+                "gemm_quant_mode": "nvfp4",
+                "tp_size": 8.0,
+                "concurrency": concurrency,
+            }
+        )
+
+    assert harness.scheduler_recv_interval(dsr1("b200_sxm", 64)) == 30
+    assert harness.scheduler_recv_interval(dsr1("b200_sxm", 8)) == 10
+    assert harness.scheduler_recv_interval(dsr1("h200_sxm", 64)) == 1
+    minimax = {**row(INFERENCEX, isl=1024).to_dict(), "model_path": "MiniMaxAI/MiniMax-M2.5"}
+    assert harness.max_num_batched_tokens(pd.Series({**minimax, "system": "b200_sxm"})) == 2048
+    assert harness.max_num_batched_tokens(pd.Series({**minimax, "system": "h200_sxm"})) == 8192
