@@ -24,9 +24,10 @@ and the scheduler mode, from the published harness and engine defaults (shared b
   10), without attention DP; the H200 recipe does not set it (1, SGLang's default). Its
   scheduler then takes in new requests only every that many decode steps.
 * **vLLM's token budget.** InferenceX's vLLM MiniMax-M2.5 recipes for B200
-  (``minimaxm2.5_fp8_b200.sh``, ``minimaxm2.5_fp4_b200.sh``) pass ``--max-num-batched-tokens``
-  of twice the nominal ISL; its H100 and H200 MiniMax recipes, and the other recipes read, keep
-  vLLM's default (8192 on these GPUs), which the benchmarks use elsewhere.
+  (``minimaxm2.5_fp8_b200.sh``, ``minimaxm2.5_fp4_b200.sh``) and its Kimi-K2.5 nvfp4 recipe for
+  B200 (``kimik2.5_fp4_b200.sh``) pass ``--max-num-batched-tokens`` of twice the nominal ISL.
+  Its H100 and H200 MiniMax recipes and its Kimi-K2.5 int4 recipes keep vLLM's default (8192 on
+  these GPUs); its gpt-oss recipes pass 8192. The benchmarks use 8192 elsewhere.
 """
 
 from __future__ import annotations
@@ -90,11 +91,9 @@ def scheduler_recv_interval(row: pd.Series) -> int:
 
 def max_num_batched_tokens(row: pd.Series) -> int:
     """The token budget per step in the row's recipe (vLLM's default, 8192, where none is set)."""
-    if (
-        row["backend"] == "vllm"
-        and row["system"] == "b200_sxm"
-        and "MiniMax" in str(row["model_path"])
-        and is_inferencex(row)
-    ):
+    if row["backend"] != "vllm" or row["system"] != "b200_sxm" or not is_inferencex(row):
+        return 8192
+    model = str(row["model_path"])
+    if "MiniMax" in model or ("Kimi" in model and row.get("gemm_quant_mode") == "nvfp4"):
         return 2 * int(row["isl"])
     return 8192

@@ -83,3 +83,6 @@ def test_recipe_knobs_follow_the_documented_recipes():
     minimax = {**row(INFERENCEX, isl=1024).to_dict(), "model_path": "MiniMaxAI/MiniMax-M2.5"}
     assert harness.max_num_batched_tokens(pd.Series({**minimax, "system": "b200_sxm"})) == 2048
     assert harness.max_num_batched_tokens(pd.Series({**minimax, "system": "h200_sxm"})) == 8192
+    kimi = {**minimax, "system": "b200_sxm", "model_path": "moonshotai/Kimi-K2.5"}
+    assert harness.max_num_batched_tokens(pd.Series({**kimi, "gemm_quant_mode": "nvfp4"})) == 2048
+    assert harness.max_num_batched_tokens(pd.Series({**kimi, "gemm_quant_mode": "int4_wo"})) == 8192
