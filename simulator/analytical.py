@@ -434,7 +434,7 @@ def _replica_at_rate(
         and batching.async_scheduling
         and not (model.backend == "vllm" and model.parallel.pp > 1)
     ):
-        half_step += max(tpot_guess, tau_d) if math.isfinite(tpot_guess) else tau_d
+        half_step += max(tpot_guess, tau_d)
     if busy:
         # the next point where the scheduler takes requests in: half a window of decode steps
         half_step += 0.5 * (batching.scheduler_recv_interval - 1) * tau_d

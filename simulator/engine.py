@@ -907,7 +907,6 @@ class ServingEngine:
         # a decode span must end at the next boundary when requests just became schedulable,
         # and at the boundary where the scheduler next takes in the ones still held back
         admit_next = arrived and len(self.running) < self.config.max_num_seqs
-        until_recv = self.config.scheduler_recv_interval - self._recv_count
         if (
             n_dec == len(sched)
             and not preempted
@@ -918,8 +917,8 @@ class ServingEngine:
             k_finish = min(req.output_len - req.num_generated for req in sched)
             free_per_req = self.pool.available // n_dec
             k = min(k_finish, self.config.decode_span_steps, 1 + free_per_req * self._bs)
-            if self._inbox:
-                k = min(k, until_recv)
+            if self._inbox:  # held back until the receive skipper next fires
+                k = min(k, self.config.scheduler_recv_interval - self._recv_count)
         else:
             k = 1
         if k > 1:
