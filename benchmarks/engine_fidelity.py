@@ -121,6 +121,7 @@ def _pool(
     async_scheduling: bool = True,
     recv_interval: int = 1,
     budget: int = 8192,
+    speculative_tokens: int = 0,
 ) -> list[Replica]:
     """``count`` replicas of one worker type with vLLM-default budget and memory, and the
     backend's scheduler (SGLang's does not mix prefill into decode steps)."""
@@ -131,6 +132,7 @@ def _pool(
         mixed_batching=MIXED_BATCHING_DEFAULT[model.backend],
         async_scheduling=async_scheduling,
         scheduler_recv_interval=recv_interval,
+        speculative_tokens=speculative_tokens,
     )
     mem = model.memory(
         cfg.gpu_memory_utilization,
@@ -138,6 +140,7 @@ def _pool(
         max_num_seqs=cfg.max_num_seqs,
         cuda_graph_sizes=cfg.cuda_graph_sizes or None,
         block_size=cfg.block_size,
+        draft_layers=model.model.mtp_layers if speculative_tokens else 0,
     )
     if not mem.feasible:
         raise ValueError(mem.reason())
@@ -188,6 +191,7 @@ def simulate_row(
                 overlap,
                 harness.scheduler_recv_interval(row),
                 harness.max_num_batched_tokens(row),
+                harness.speculative_tokens(row),
             ),
             router="least_loaded",
         )

@@ -165,6 +165,7 @@ class Predictor:
                 mixed_batching=mixed,
                 async_scheduling=harness.async_scheduling(row),
                 scheduler_recv_interval=harness.scheduler_recv_interval(row),
+                speculative_tokens=harness.speculative_tokens(row),
             )
             est = estimate_aggregated(model, wl, batching, queue=self.queue)
         else:

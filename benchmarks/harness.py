@@ -28,6 +28,18 @@ and the scheduler mode, from the published harness and engine defaults (shared b
   B200 (``kimik2.5_fp4_b200.sh``) pass ``--max-num-batched-tokens`` of twice the nominal ISL.
   Its H100 and H200 MiniMax recipes and its Kimi-K2.5 int4 recipes keep vLLM's default (8192 on
   these GPUs); its gpt-oss recipes pass 8192. The benchmarks use 8192 elsewhere.
+* **MTP speculative decoding.** InferenceX runs TensorRT-LLM DeepSeek-R1 on B200 under two
+  config keys per precision in ``.github/configs/nvidia-master.yaml``: ``dsr1-fp8-b200-trt`` and
+  ``dsr1-fp4-b200-trt`` on ``nvcr.io/nvidia/tensorrt-llm/release:1.2.0rc6.post2`` (PRs #594,
+  #620), and ``dsr1-fp8-b200-trt-mtp`` and ``dsr1-fp4-b200-trt-mtp`` (every search-space entry
+  ``spec-decoding: mtp``) on ``1.2.0rc6.post3`` (PRs #632, #642). A B200 TensorRT-LLM
+  DeepSeek row of version 1.2.0rc6.post3 is therefore an MTP run; its scripts
+  (``dsr1_fp8_b200_trt_mtp.sh``, ``dsr1_fp4_b200_trt_mtp.sh``) set
+  ``speculative_config: {decoding_type: MTP, num_nextn_predict_layers: 3}``, 1 with attention
+  DP, and their client passes ``--use-chat-template`` (without it, InferenceX's changelog notes,
+  MTP acceptance on its random prompts is artificially high). The H200 MTP and non-MTP keys share
+  one image (1.1.0rc2.post2), so H200 rows cannot be told apart and count as non-MTP, as do
+  SGLang's (its MTP recipes share the image too) and the disaggregated rows.
 """
 
 from __future__ import annotations
@@ -97,3 +109,22 @@ def max_num_batched_tokens(row: pd.Series) -> int:
     if "MiniMax" in model or ("Kimi" in model and row.get("gemm_quant_mode") == "nvfp4"):
         return 2 * int(row["isl"])
     return 8192
+
+
+#: TensorRT-LLM release of InferenceX's B200 DeepSeek-R1 MTP configs (its non-MTP ones: .post2)
+_TRT_MTP_IMAGE = "1.2.0rc6.post3"
+
+
+def speculative_tokens(row: pd.Series) -> int:
+    """MTP draft tokens per step in the row's recipe (0: no speculative decoding)."""
+    if (
+        row["backend"] == "trtllm"
+        and row["mode"] == "agg"
+        and row["system"] == "b200_sxm"
+        and "DeepSeek" in str(row["model_path"])
+        and str(row.get("backend_version", "")) == _TRT_MTP_IMAGE
+        and is_inferencex(row)
+    ):
+        dp = row.get("attention_dp_size")
+        return 1 if pd.notna(dp) and int(dp) > 1 else 3
+    return 0

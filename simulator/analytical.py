@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from simulator.batch import DEEPSEEK_MTP_ACCEPTANCE, tokens_per_step
 from simulator.memory import DEFAULT_CUDA_GRAPH_SIZES, MemoryBreakdown
 from simulator.step_time import AnalyticalStepModel
 
@@ -44,6 +45,25 @@ MIXED_BATCHING_DEFAULT = {"vllm": True, "trtllm": True, "sglang": False}
 #: Default token budget per step (vLLM V1 serve: 8192; SGLang chunked_prefill_size 8192;
 #: TensorRT-LLM max_num_tokens 8192).
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
+
+
+def draft_layers(model: AnalyticalStepModel, batching: BatchingConfig) -> int:
+    """MTP modules the engine loads for ``batching``'s speculative decoding (0 when off).
+
+    Raises
+    ------
+    ValueError
+        If speculative decoding is on and the checkpoint ships no MTP module.
+    """
+    if not batching.speculative_tokens:
+        return 0
+    if model.model.mtp_layers < 1:
+        raise ValueError(
+            f"{model.model.name} ships no multi-token-prediction module "
+            "(num_nextn_predict_layers = 0 in its config.json): speculative decoding with "
+            f"speculative_tokens={batching.speculative_tokens} needs one"
+        )
+    return model.model.mtp_layers
 
 
 @dataclass(frozen=True)
@@ -131,6 +151,17 @@ class BatchingConfig:
         every this many decode steps (and right after a prefill step), so an arrival waits
         about half that many decode steps more. SGLang only: vLLM and TensorRT-LLM have no
         such option, and their launch renderings leave it out.
+    speculative_tokens : int
+        Draft tokens per decode step from the model's multi-token-prediction head (vLLM's
+        ``num_speculative_tokens``, SGLang's ``--speculative-num-steps``, TensorRT-LLM's
+        ``num_nextn_predict_layers``); 0 turns speculative decoding off. Needs a checkpoint
+        that ships an MTP module (``ModelSpec.mtp_layers``).
+    draft_acceptance : tuple of float
+        Probability that the ``i``-th draft token of a step is accepted (a property of the
+        model's draft head and the text, not of the engine): a step emits
+        ``1 + sum(draft_acceptance[:k])`` tokens per sequence on average
+        (:attr:`tokens_per_step`). Default: DeepSeek-R1's MTP module as TensorRT-LLM measured it
+        (:data:`simulator.batch.DEEPSEEK_MTP_ACCEPTANCE`).
     """
 
     max_num_seqs: int = 256
@@ -142,8 +173,16 @@ class BatchingConfig:
     capture_sizes: tuple[int, ...] = field(default=DEFAULT_CUDA_GRAPH_SIZES, repr=False)
     async_scheduling: bool = True
     scheduler_recv_interval: int = 1
+    speculative_tokens: int = 0
+    draft_acceptance: tuple[float, ...] = DEEPSEEK_MTP_ACCEPTANCE
 
     def __post_init__(self) -> None:
+        if self.speculative_tokens < 0:
+            raise ValueError(f"speculative_tokens must be >= 0, got {self.speculative_tokens}")
+        if not all(0.0 <= p <= 1.0 for p in self.draft_acceptance):
+            raise ValueError(
+                f"draft_acceptance entries must be in [0, 1], got {self.draft_acceptance}"
+            )
         if self.max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
         if self.max_num_batched_tokens < 1:
@@ -158,6 +197,11 @@ class BatchingConfig:
             raise ValueError(
                 f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
             )
+
+    @property
+    def tokens_per_step(self) -> float:
+        """Tokens a decoding sequence emits per step: 1 without speculative decoding."""
+        return tokens_per_step(self.speculative_tokens, self.draft_acceptance)
 
 
 @dataclass(frozen=True)
@@ -388,6 +432,9 @@ def _replica_at_rate(
     in an open loop.
     """
     decode_phase = max(osl - 1, 0.0)
+    # speculative decoding: each step verifies 1 + k tokens per sequence and emits alpha
+    k_draft = batching.speculative_tokens
+    alpha = batching.tokens_per_step
     # requests in decode: Little's law on the decode phase, capped by the running limit
     d = min(running_cap, lam * decode_phase * tpot_guess)
     kv_mean = isl + osl / 2
@@ -395,7 +442,11 @@ def _replica_at_rate(
     # a decode step holds at least the request that decodes in it, however light the load
     tau_d = (
         model.decode_step_ms(
-            max(round(d), 1), kv_mean, cuda_graphs=graphs, capture_sizes=batching.capture_sizes
+            max(round(d), 1),
+            kv_mean,
+            cuda_graphs=graphs,
+            capture_sizes=batching.capture_sizes,
+            draft_tokens=k_draft,
         )
         if decode_phase > 0
         else 0.0
@@ -405,7 +456,9 @@ def _replica_at_rate(
     # clients only (the arrival theorem, N - 1 of N; a lone client's prefill runs alone)
     others = d if math.isinf(ahead) else d * ahead / (ahead + 1.0)
     d_in_mixed = others if mixed else 0.0
-    chunk_budget = max(budget - d_in_mixed, 1.0) if batching.chunked_prefill else max(isl, 1.0)
+    chunk_budget = (
+        max(budget - d_in_mixed * (1 + k_draft), 1.0) if batching.chunked_prefill else max(isl, 1.0)
+    )
 
     def prefill_service(tokens: float) -> tuple[float, int]:
         n, last = _chunks(tokens, chunk_budget)
@@ -416,6 +469,7 @@ def _replica_at_rate(
                 d_in_mixed,
                 kv_mean,
                 eager=not graphs,
+                draft_tokens=k_draft,
             )
             for i in range(n)
         )
@@ -426,7 +480,7 @@ def _replica_at_rate(
     wait = min(_kingman_wait(rho, service, queue.arrival_cv2), ahead * service)
     # an arrival lands mid-step when other requests are decoding; an asynchronous scheduler
     # has already planned the next step by then, so the arrival also waits that whole step
-    # (a mean step: the TPOT)
+    # (a mean step: the TPOT times the tokens a step emits)
     busy = others >= 0.5
     half_step = 0.5 * tau_d if busy else 0.0
     if (
@@ -434,7 +488,7 @@ def _replica_at_rate(
         and batching.async_scheduling
         and not (model.backend == "vllm" and model.parallel.pp > 1)
     ):
-        half_step += max(tpot_guess, tau_d)
+        half_step += max(tpot_guess * alpha, tau_d)
     if busy:
         # the next point where the scheduler takes requests in: half a window of decode steps
         half_step += 0.5 * (batching.scheduler_recv_interval - 1) * tau_d
@@ -442,19 +496,19 @@ def _replica_at_rate(
     service_p90, _ = prefill_service(isl_p90) if isl_p90 != isl else (service, n_chunks)
     ttft_p90 = _wait_p90(wait, rho) + service_p90 + half_step
     if d < 0.5 or rho >= 1:
-        tpot = tau_d if rho < 1 else math.inf
+        tpot = tau_d / alpha if rho < 1 else math.inf
         tpot_p90 = tpot
     else:
         # time fractions: prefill steps take rho of the time; each advances decodes only if mixed
         mixed_steps_per_ms = lam * n_chunks if mixed else 0.0
         steps_per_ms = mixed_steps_per_ms + (1 - rho) / tau_d
-        tpot = 1.0 / steps_per_ms
+        tpot = 1.0 / (steps_per_ms * alpha)
         # p90 over requests: prefills overlapping one request's decode phase ~ Poisson
         k_mean = lam * decode_phase * tpot
         # normal approximation of the Poisson 90th percentile (k_mean is usually >> 1)
         k90 = k_mean + 1.2816 * math.sqrt(k_mean)
         per_prefill_ms = service - (n_chunks * tau_d if mixed else 0.0)
-        tpot_p90 = tau_d + max(per_prefill_ms, 0.0) * k90 / max(decode_phase, 1.0)
+        tpot_p90 = tau_d / alpha + max(per_prefill_ms, 0.0) * k90 / max(decode_phase, 1.0)
         tpot_p90 = max(tpot_p90, tpot)
     return _Replica(lam, ttft, tpot, tpot_p90, ttft_p90, rho, service, d)
 
@@ -563,6 +617,7 @@ def estimate_aggregated(
         max_num_batched_tokens=batching.max_num_batched_tokens,
         max_num_seqs=batching.max_num_seqs,
         cuda_graph_sizes=batching.capture_sizes if batching.cuda_graphs else None,
+        draft_layers=draft_layers(model, batching),
     )
     if not mem.feasible:
         raise ValueError(
@@ -606,7 +661,15 @@ def estimate_aggregated(
             tpot = 0.5 * (tpot + rep.tpot)
         return rep
 
-    tpot_seed = model.decode_step_ms(1, isl + osl / 2, cuda_graphs=batching.cuda_graphs)
+    tpot_seed = (
+        model.decode_step_ms(
+            1,
+            isl + osl / 2,
+            cuda_graphs=batching.cuda_graphs,
+            draft_tokens=batching.speculative_tokens,
+        )
+        / batching.tokens_per_step
+    )
     if workload.request_rate is not None:
         lam = workload.request_rate / 1e3 / ranks
         rep = solve(lam, tpot_seed)
@@ -727,6 +790,7 @@ def estimate_disaggregated(
             max_num_batched_tokens=b.max_num_batched_tokens,
             max_num_seqs=b.max_num_seqs,
             cuda_graph_sizes=b.capture_sizes if b.cuda_graphs else None,
+            draft_layers=draft_layers(m, b),
         )
         if not mem.feasible:
             raise ValueError(f"{role} worker {m.parallel.label()}: {mem.reason()}")
@@ -759,13 +823,21 @@ def estimate_disaggregated(
         rho = lam_p * s_p
         wait = min(_kingman_wait(rho, s_p, queue.arrival_cv2), ahead * s_p)
         ttft = wait + s_p + transfer
-        # decode batch per rank: Little's law with the decode phase's own step time
-        tpot = decode.decode_step_ms(1, kv_mean, cuda_graphs=decode_batching.cuda_graphs)
+        # decode batch per rank: Little's law with the decode phase's own step time (a
+        # speculative step emits tokens_per_step tokens per sequence)
+        k_draft, alpha = decode_batching.speculative_tokens, decode_batching.tokens_per_step
+        graphs = decode_batching.cuda_graphs
+
+        def per_token(batch: int) -> float:
+            return (
+                decode.decode_step_ms(batch, kv_mean, cuda_graphs=graphs, draft_tokens=k_draft)
+                / alpha
+            )
+
+        tpot = per_token(1)
         for _ in range(30):
             d = min(decode_cap, lam_total / d_ranks * max(osl - 1, 0) * tpot)
-            new = decode.decode_step_ms(
-                max(round(d), 1), kv_mean, cuda_graphs=decode_batching.cuda_graphs
-            )
+            new = per_token(max(round(d), 1))
             if abs(new - tpot) <= 1e-3 * tpot:
                 tpot = new
                 break

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from simulator.batch import BatchShape, StepCostModel
+from simulator.batch import DEEPSEEK_MTP_ACCEPTANCE, BatchShape, StepCostModel, tokens_per_step
 
 #: Event priorities: ties at one instant run arrivals first, then step ends, then wake-ups, so
 #: requests arriving at the same time as a step boundary join that boundary's schedule.
@@ -272,6 +272,16 @@ class EngineConfig:
         ``False`` (SGLang's default scheduler, no ``--enable-mixed-chunk``): a step runs either
         prefill work (new prompts and prompt chunks, up to the token budget) or the decodes,
         prefill first, so every arrival stalls the running decodes for its prefill.
+    speculative_tokens : int
+        Draft tokens per decode step from the model's multi-token-prediction head (0: off).
+        Each decoding request then takes ``1 + speculative_tokens`` tokens of the step budget
+        and KV slots, the step is priced with the drafts (:class:`~simulator.batch.BatchShape`),
+        and the request advances by the mean accepted tokens per step
+        (:func:`~simulator.batch.tokens_per_step`), carried as a fraction between steps so the
+        run stays deterministic.
+    draft_acceptance : tuple of float
+        Probability that the ``i``-th draft token of a step is accepted (default: DeepSeek-R1's
+        MTP module, :data:`simulator.batch.DEEPSEEK_MTP_ACCEPTANCE`).
     """
 
     max_num_seqs: int = 256
@@ -293,6 +303,8 @@ class EngineConfig:
     mixed_batching: bool = True
     async_scheduling: bool = True
     scheduler_recv_interval: int = 1
+    speculative_tokens: int = 0
+    draft_acceptance: tuple[float, ...] = DEEPSEEK_MTP_ACCEPTANCE
 
     def __post_init__(self) -> None:
         for name in (
@@ -338,6 +350,14 @@ class EngineConfig:
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"EngineConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        k = self.speculative_tokens
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
+            raise ValueError(f"EngineConfig.speculative_tokens must be an integer >= 0, got {k!r}")
+        if not all(0.0 <= float(p) <= 1.0 for p in self.draft_acceptance):
+            raise ValueError(
+                f"EngineConfig.draft_acceptance entries must be in [0, 1], got "
+                f"{self.draft_acceptance!r}"
+            )
         StepNoise(self.step_noise_cv, self.run_noise_cv)  # validates both
 
     @property
@@ -374,6 +394,7 @@ class Request:
         "reject_reason",
         "replica",
         "shared_keys",
+        "spec_credit",
         "uid",
     )
 
@@ -404,6 +425,7 @@ class Request:
         self.finish_ms = math.nan
         self.reject_reason = ""
         self.replica = -1
+        self.spec_credit = 0.0  # speculative decoding: the fraction of a token carried over
 
     def block_key(self, j: int) -> Any:
         """Hash key of the ``j``-th KV block: the trace's shared prefix hash where it has one,
@@ -512,6 +534,9 @@ class ServingEngine:
         self.horizon_ms = horizon_ms or (lambda: math.inf)
         self.on_finish = on_finish
         self._bs = config.block_size
+        # speculative decoding: drafts verified per decode, and tokens emitted per step
+        self._draft = int(config.speculative_tokens)
+        self._alpha = tokens_per_step(self._draft, config.draft_acceptance)
         self._graph_sizes = config.cuda_graph_sizes
         self._priority = config.scheduling_policy == "priority"
         self._waiting_fifo: deque[Request] = deque()
@@ -730,11 +755,16 @@ class ServingEngine:
                 i += 1
                 continue
             remaining = req.num_tokens - req.num_computed
+            # a speculative decode also computes (and holds KV slots for) its draft tokens
+            drafts = self._draft if decoding and req.num_generated >= 1 else 0
+            if decoding and drafts and budget < 1 + drafts:
+                i += 1
+                continue
             n_new = remaining if remaining <= budget else budget
             if n_new < remaining and not chunked:
                 i += 1
                 continue
-            need = -(-(req.num_computed + n_new) // bs) - req.num_blocks
+            need = -(-(req.num_computed + n_new + drafts) // bs) - req.num_blocks
             self_preempted = False
             while need > pool.available:
                 victim = self._pick_victim()
@@ -752,7 +782,7 @@ class ServingEngine:
                 pool.take(need)
                 req.num_blocks += need
             sched[req] = n_new
-            budget -= n_new
+            budget -= n_new + drafts
             i = running.index(req) + 1 if self._priority else i + 1
         if not preempted:
             while budget > 0 and len(running) < cfg.max_num_seqs:
@@ -815,6 +845,7 @@ class ServingEngine:
             np.asarray(pf_ctx, dtype=np.int64),
             np.asarray(dec, dtype=np.int64),
             graph,
+            self._draft if dec else 0,
         )
         return self._call_model(batch), len(dec), completing, batch
 
@@ -913,10 +944,18 @@ class ServingEngine:
             and not admit_next
             and self.config.decode_span_steps > 1
         ):
-            # how many identical decode steps can run before anything changes
-            k_finish = min(req.output_len - req.num_generated for req in sched)
+            # how many identical decode steps can run before anything changes (a speculative
+            # step emits alpha tokens per request on average, 1 + drafts at most)
+            alpha = self._alpha
+            k_finish = min(
+                max(math.ceil((req.output_len - req.num_generated - req.spec_credit) / alpha), 1)
+                for req in sched
+            )
             free_per_req = self.pool.available // n_dec
-            k = min(k_finish, self.config.decode_span_steps, 1 + free_per_req * self._bs)
+            per_step = 1 + self._draft
+            k = min(
+                k_finish, self.config.decode_span_steps, 1 + free_per_req * self._bs // per_step
+            )
             if self._inbox:  # held back until the receive skipper next fires
                 k = min(k, self.config.scheduler_recv_interval - self._recv_count)
         else:
@@ -925,8 +964,9 @@ class ServingEngine:
             last = BatchShape(
                 batch.prefill_new_tokens,
                 batch.prefill_context_tokens,
-                batch.decode_context_tokens + (k - 1),
+                batch.decode_context_tokens + round((k - 1) * self._alpha),
                 batch.cuda_graph_batch,
+                batch.draft_tokens,
             )
             t_last = self._call_model(last) * self._run_factor
             base = t0 + (t_last - t0) * np.arange(k) / (k - 1)
@@ -956,7 +996,7 @@ class ServingEngine:
                 self.num_waiting,
                 self.pool.used,
                 self.num_preemptions - preemptions_before,
-                completing + n_dec * steps,
+                completing + round(n_dec * steps * self._alpha),
             )
         )
         return [(end_ms, PRIORITY_STEP_END, self._on_step_end, (sched, steps))]
@@ -968,11 +1008,22 @@ class ServingEngine:
         bs = self._bs
         finished: list[Request] = []
         caching = self.config.enable_prefix_caching
+        spec = self._draft > 0
         for req, n_new in sched.items():
-            if steps > 1:  # a decode span: n_new == 1 for every request
-                req.num_computed += steps
-                req.num_tokens += steps
-                req.num_generated += steps
+            if steps > 1 or (
+                spec and n_new == 1 and req.num_tokens - req.num_computed == 1 and req.num_generated
+            ):
+                # decodes (a span of ``steps`` for all of them, or one speculative step): each
+                # emits ``steps`` tokens, or alpha per step when speculative
+                if spec:
+                    total = req.spec_credit + steps * self._alpha
+                    adv = min(int(total), req.output_len - req.num_generated)
+                    req.spec_credit = total - int(total)
+                else:
+                    adv = steps
+                req.num_computed += adv
+                req.num_tokens += adv
+                req.num_generated += adv
                 need = -(-req.num_computed // bs) - req.num_blocks
                 if need > 0:
                     self.pool.take(need)

@@ -116,6 +116,9 @@ def vllm_args(cfg: LaunchConfig) -> list[str]:
         args.append("--enforce-eager")
     elif b.capture_sizes:
         args += ["--max-cudagraph-capture-size", str(max(b.capture_sizes))]
+    if b.speculative_tokens:
+        spec = {"method": "mtp", "num_speculative_tokens": b.speculative_tokens}
+        args += ["--speculative-config", json.dumps(spec)]
     return args
 
 
@@ -161,6 +164,19 @@ def sglang_args(cfg: LaunchConfig) -> list[str]:
         args.append("--disable-cuda-graph")
     elif b.capture_sizes:
         args += ["--cuda-graph-max-bs", str(max(b.capture_sizes))]
+    if b.speculative_tokens:
+        # SGLang runs DeepSeek's MTP module as an EAGLE draft head (a chain: top-1 per step)
+        k = b.speculative_tokens
+        args += [
+            "--speculative-algorithm",
+            "EAGLE",
+            "--speculative-num-steps",
+            str(k),
+            "--speculative-eagle-topk",
+            "1",
+            "--speculative-num-draft-tokens",
+            str(k + 1),
+        ]
     return args
 
 
@@ -189,6 +205,11 @@ def trtllm_options(cfg: LaunchConfig) -> dict:
         }
     else:
         opts["cuda_graph_config"] = None
+    if b.speculative_tokens:
+        opts["speculative_config"] = {
+            "decoding_type": "MTP",
+            "num_nextn_predict_layers": b.speculative_tokens,
+        }
     return opts
 
 

@@ -126,6 +126,16 @@ def weight_bytes_per_gpu(model: ModelSpec, parallel: ParallelConfig, precision: 
     return layers * attn + ffn + embed
 
 
+def draft_layer_bytes(model: ModelSpec, parallel: ParallelConfig, precision: Precision) -> float:
+    """Weights of one multi-token-prediction module on one GPU: a decoder layer (the target
+    model's mean layer) plus its projection of the embedding and hidden state (2h x h)."""
+    embed = model.vocab_size * model.hidden_size * 2.0 / parallel.tp
+    embed *= 2 if (parallel.pp == 1 and not model.tie_word_embeddings) else 1
+    body = weight_bytes_per_gpu(model, parallel, precision) - embed
+    proj = 2 * model.hidden_size * model.hidden_size / parallel.tp * WEIGHT_BYTES[precision.gemm]
+    return body / (model.num_layers / parallel.pp) + proj
+
+
 def kv_bytes_per_token(model: ModelSpec, parallel: ParallelConfig, precision: Precision) -> float:
     """KV bytes one token costs on one GPU (sliding-window layers excluded: their cache is
     bounded by the window, counted per sequence by :func:`sliding_kv_bytes_per_seq`)."""
@@ -185,6 +195,7 @@ def memory_breakdown(
     max_num_seqs: int = 256,
     cuda_graph_sizes: tuple[int, ...] | None = DEFAULT_CUDA_GRAPH_SIZES,
     block_size: int = 16,
+    draft_layers: int = 0,
 ) -> MemoryBreakdown:
     """Account one GPU's memory and derive the KV-cache capacity.
 
@@ -202,6 +213,9 @@ def memory_breakdown(
         Captured decode batch sizes (``None``: eager, no graph memory).
     block_size : int
         Tokens per KV block.
+    draft_layers : int
+        Multi-token-prediction modules loaded for speculative decoding (each adds a layer's
+        weights, see :func:`draft_layer_bytes`, and a layer's KV per token).
 
     Returns
     -------
@@ -213,12 +227,18 @@ def memory_breakdown(
         raise ValueError("max_num_batched_tokens, max_num_seqs and block_size must be >= 1")
     budget = capacity_bytes * gpu_memory_utilization
     weights = weight_bytes_per_gpu(model, parallel, precision)
+    if draft_layers < 0:
+        raise ValueError(f"draft_layers must be >= 0, got {draft_layers}")
+    weights += draft_layers * draft_layer_bytes(model, parallel, precision)
     act = activation_bytes(model, parallel, max_num_batched_tokens, max_num_seqs)
     graphs = CUDA_GRAPH_BYTES_PER_SIZE * len(cuda_graph_sizes) if cuda_graph_sizes else 0.0
     comm = float(NCCL_BYTES.get(parallel.tp * parallel.attention_dp, NCCL_BYTES[8]))
     reserve = float(FRAMEWORK_RESERVE_BYTES)
     kv = budget - weights - act - graphs - comm - reserve
     per_token = kv_bytes_per_token(model, parallel, precision)
+    if draft_layers:
+        layers = model.num_full_attention_layers / parallel.pp
+        per_token *= 1 + draft_layers / layers
     sliding = sliding_kv_bytes_per_seq(model, parallel, precision)
     usable = kv - sliding * max_num_seqs
     tokens = int(usable // per_token) if usable > 0 else 0

@@ -70,6 +70,9 @@ class ModelSpec:
     weight_dtype : str
         Precision the published checkpoint stores (``"bf16"``, ``"fp8"``, ``"fp4"``,
         ``"mxfp4"``, ``"int4"``).
+    mtp_layers : int
+        Multi-token-prediction modules the checkpoint ships (``num_nextn_predict_layers``,
+        DeepSeek-V3's draft head for speculative decoding; 0 when none).
     """
 
     name: str
@@ -95,6 +98,7 @@ class ModelSpec:
     num_sliding_layers: int = 0
     tie_word_embeddings: bool = False
     weight_dtype: str = "bf16"
+    mtp_layers: int = 0
 
     def __post_init__(self) -> None:
         for field_name in ("num_layers", "hidden_size", "vocab_size", "num_heads", "num_kv_heads"):
@@ -269,6 +273,7 @@ def parse_config(cfg: dict, name: str) -> ModelSpec:
             intermediate_size=_int(cfg, "intermediate_size"),
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             weight_dtype=_weight_dtype(cfg),
+            mtp_layers=_int(cfg, "num_nextn_predict_layers", default=0),
         )
         if arch in _MLA_ARCHS:
             nope, rope = _int(cfg, "qk_nope_head_dim"), _int(cfg, "qk_rope_head_dim")

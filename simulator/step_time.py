@@ -262,7 +262,7 @@ class AnalyticalStepModel:
         self._decode_ms: dict[tuple[int, int], float] = {}
         self._prefill_ms: dict[tuple[int, int], float] = {}
         self._sources: dict[str, int] = {}
-        self._mixed_ms: dict[tuple[int, int, int, int, bool], float] = {}
+        self._mixed_ms: dict[tuple[int, int, int, int, bool, int], float] = {}
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -542,17 +542,21 @@ class AnalyticalStepModel:
         dec = batch.decode_context_tokens
         n_dec = len(dec)
         new = batch.prefill_new_tokens
-        tokens = int(new.sum()) + n_dec if len(new) else n_dec
+        q = 1 + batch.draft_tokens  # tokens each decode computes (verification of its drafts)
+        tokens = int(new.sum()) + n_dec * q if len(new) else n_dec * q
         if tokens < 1:
             raise ValueError("a step must compute at least one token")
         padded = batch.cuda_graph_batch
         if padded is not None and len(new) == 0 and padded >= n_dec:
-            tokens = padded
+            tokens = padded * q
         ms = self.token_time_ms(tokens)
-        sampled = n_dec + len(new)
+        sampled = n_dec * q + len(new)
         ms += self.lm_head_time_ms(sampled)
         if n_dec:
-            ms += self.decode_attention_ms(n_dec, float(dec.sum()) / n_dec)
+            kv = float(dec.sum()) / n_dec
+            ms += self.decode_attention_ms(n_dec, kv)
+            if batch.draft_tokens:
+                ms += self.draft_ms(n_dec, kv, batch.draft_tokens) / self.parallel.pp
         ctx = batch.prefill_context_tokens
         for i in range(len(new)):
             ms += self.prefill_attention_ms(float(new[i]), float(ctx[i]))
@@ -576,20 +580,25 @@ class AnalyticalStepModel:
         *,
         cuda_graphs: bool = True,
         capture_sizes: tuple[int, ...] = DEFAULT_CUDA_GRAPH_SIZES,
+        draft_tokens: int = 0,
     ) -> float:
-        """A decode-only step of ``batch_size`` sequences at a mean KV length (fast path)."""
+        """A decode-only step of ``batch_size`` sequences at a mean KV length (fast path);
+        ``draft_tokens`` > 0 prices a speculative step (see :class:`~simulator.batch.BatchShape`)."""
         padded = None
         if cuda_graphs and capture_sizes:
             sizes = self._sorted_sizes(capture_sizes)
             i = bisect.bisect_left(sizes, batch_size)
             if i < len(sizes):
                 padded = sizes[i]
-        tokens = padded or batch_size
+        q = 1 + draft_tokens
+        tokens = (padded or batch_size) * q
         ms = (
             self.token_time_ms(tokens)
-            + self.lm_head_time_ms(batch_size)
+            + self.lm_head_time_ms(batch_size * q)
             + self.decode_attention_ms(batch_size, mean_kv_tokens)
         )
+        if draft_tokens:
+            ms += self.draft_ms(batch_size, mean_kv_tokens, draft_tokens) / self.parallel.pp
         ms = ms * self.parallel.pp * self.overhead.kernel_scale + self.overhead.step_ms
         if padded is None:
             self.token_time_ms(1)
@@ -604,30 +613,54 @@ class AnalyticalStepModel:
         decode_kv_tokens: float = 0.0,
         *,
         eager: bool = False,
+        draft_tokens: int = 0,
     ) -> float:
         """A step carrying one prefill chunk plus ``decode_batch`` decodes (memoised on
         rounded arguments; the fast path of the analytical estimates). ``eager`` adds kernel
-        launch gaps (vLLM V1 otherwise runs mixed steps under piecewise CUDA graphs)."""
+        launch gaps (vLLM V1 otherwise runs mixed steps under piecewise CUDA graphs);
+        ``draft_tokens`` makes the decodes speculative."""
         key = (
             round(new_tokens),
             round(context_tokens),
             round(decode_batch),
             round(decode_kv_tokens),
             bool(eager),
+            int(draft_tokens),
         )
         ms = self._mixed_ms.get(key)
         if ms is None:
-            new, ctx, dec, kv, _ = key
-            stage = self.token_time_ms(new + dec) + self.lm_head_time_ms(1 + dec)
+            new, ctx, dec, kv, _, k = key
+            stage = self.token_time_ms(new + dec * (1 + k)) + self.lm_head_time_ms(
+                1 + dec * (1 + k)
+            )
             stage += self.prefill_attention_ms(new, ctx)
             if dec > 0:
                 stage += self.decode_attention_ms(dec, kv)
+                if k:
+                    stage += self.draft_ms(dec, kv, k) / self.parallel.pp
             ms = stage * self.parallel.pp * self.overhead.kernel_scale + self.overhead.step_ms
             if eager:
                 kernels = self._kernels_per_step * self.parallel.pp
                 ms += kernels * self.overhead.eager_kernel_us / 1e3
             self._mixed_ms[key] = ms
         return ms
+
+    def draft_ms(self, batch_size: float, mean_kv_tokens: float, draft_tokens: int) -> float:
+        """Kernel time of the draft head proposing ``draft_tokens`` tokens for ``batch_size``
+        decoding sequences (before ``kernel_scale``, one pipeline stage's worth).
+
+        A multi-token-prediction module (DeepSeek-V3's, as vLLM, SGLang and TensorRT-LLM run
+        it) is one more decoder layer plus the shared LM head, run once per proposed token, in
+        sequence, on one token per sequence. Its layer is priced as the mean layer of the target
+        model (its token work and decode attention over the same context, per layer).
+        """
+        if draft_tokens <= 0 or batch_size <= 0:
+            return 0.0
+        layers = self.model.num_layers / self.parallel.pp
+        per_layer = (
+            self.token_time_ms(batch_size) + self.decode_attention_ms(batch_size, mean_kv_tokens)
+        ) / layers
+        return draft_tokens * (per_layer + self.lm_head_time_ms(batch_size))
 
     @staticmethod
     @lru_cache(maxsize=32)
@@ -654,10 +687,12 @@ class AnalyticalStepModel:
         max_num_seqs: int = 256,
         cuda_graph_sizes: tuple[int, ...] | None = DEFAULT_CUDA_GRAPH_SIZES,
         block_size: int = 16,
+        draft_layers: int = 0,
     ) -> MemoryBreakdown:
         """Per-GPU memory and KV capacity (tokens and blocks per attention-DP rank).
 
-        See :func:`simulator.memory.memory_breakdown`; ``cuda_graph_sizes=None`` means eager.
+        See :func:`simulator.memory.memory_breakdown`; ``cuda_graph_sizes=None`` means eager,
+        ``draft_layers`` counts the MTP modules loaded for speculative decoding.
         """
         return memory_breakdown(
             self.model,
@@ -669,4 +704,5 @@ class AnalyticalStepModel:
             max_num_seqs=max_num_seqs,
             cuda_graph_sizes=cuda_graph_sizes,
             block_size=block_size,
+            draft_layers=draft_layers,
         )

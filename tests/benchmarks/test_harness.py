@@ -86,3 +86,19 @@ def test_recipe_knobs_follow_the_documented_recipes():
     kimi = {**minimax, "system": "b200_sxm", "model_path": "moonshotai/Kimi-K2.5"}
     assert harness.max_num_batched_tokens(pd.Series({**kimi, "gemm_quant_mode": "nvfp4"})) == 2048
     assert harness.max_num_batched_tokens(pd.Series({**kimi, "gemm_quant_mode": "int4_wo"})) == 8192
+
+
+def test_b200_tensorrt_llm_deepseek_rows_on_the_mtp_image_ran_mtp():
+    def trt(version, model="deepseek-ai/DeepSeek-R1", system="b200_sxm", dp=1.0, src=INFERENCEX):
+        r = row(src, backend="trtllm", version=version)
+        r["mode"], r["system"], r["model_path"], r["attention_dp_size"] = "agg", system, model, dp
+        return r
+
+    # InferenceX's dsr1-*-b200-trt-mtp configs: 1.2.0rc6.post3, MTP 3 (1 with attention DP)
+    assert harness.speculative_tokens(trt("1.2.0rc6.post3")) == 3
+    assert harness.speculative_tokens(trt("1.2.0rc6.post3", dp=8.0)) == 1
+    # its non-MTP configs run .post2; H200 shares one image between both (undecidable)
+    assert harness.speculative_tokens(trt("1.2.0rc6.post2")) == 0
+    assert harness.speculative_tokens(trt("1.1.0rc2.post2", system="h200_sxm")) == 0
+    assert harness.speculative_tokens(trt("1.2.0rc6.post3", model="openai/gpt-oss-120b")) == 0
+    assert harness.speculative_tokens(trt("1.2.0rc6.post3", src=GAP)) == 0

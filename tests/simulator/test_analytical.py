@@ -265,3 +265,69 @@ def test_async_scheduling_adds_one_step_to_a_busy_engines_ttft(llama70):
     extra = busy[0].ttft_ms - busy[1].ttft_ms
     scale = llama70.overhead.prefill_scale
     assert 0.5 * busy[0].tpot_ms * scale < extra < 1.5 * busy[0].tpot_ms * scale
+
+
+# ------------------------------------------------------------------ speculative decoding (MTP)
+@pytest.fixture(scope="module")
+def deepseek_b200():
+    return AnalyticalStepModel.from_names(
+        model="deepseek-ai/DeepSeek-R1", system="b200_sxm", tp=8, dtype="fp8", backend="trtllm"
+    )
+
+
+def test_mtp_tokens_per_step_follow_the_published_acceptance():
+    from simulator.batch import DEEPSEEK_MTP_ACCEPTANCE, tokens_per_step
+
+    # TensorRT-LLM's measured tokens per step for DeepSeek-R1, MTP depth 1-5
+    for k, published in zip(range(1, 6), (1.92, 2.58, 2.82, 2.99, 3.01), strict=True):
+        assert tokens_per_step(k, DEEPSEEK_MTP_ACCEPTANCE) == pytest.approx(published)
+    assert tokens_per_step(0, DEEPSEEK_MTP_ACCEPTANCE) == 1.0
+    assert BatchingConfig(speculative_tokens=9).tokens_per_step == pytest.approx(3.01)
+    with pytest.raises(ValueError, match="speculative_tokens"):
+        BatchingConfig(speculative_tokens=-1)
+    with pytest.raises(ValueError, match="draft_acceptance"):
+        BatchingConfig(speculative_tokens=1, draft_acceptance=(1.2,))
+
+
+def test_a_speculative_step_verifies_the_drafts_and_runs_the_draft_head(deepseek_b200):
+    from simulator.batch import BatchShape
+
+    m = deepseek_b200
+    plain = m.decode_step_ms(8, 2000)
+    spec = m.decode_step_ms(8, 2000, draft_tokens=3)
+    # the target computes 4 tokens per sequence, the MTP layer runs 3 times: dearer, but far
+    # less than 4 plain steps (decode is memory bound)
+    assert plain < spec < 2 * plain
+    assert m.draft_ms(8, 2000, 3) > 0 and m.draft_ms(8, 2000, 0) == 0.0
+    # the engine's batch pricing agrees with the fast path
+    shape = BatchShape(decode_context_tokens=np.full(8, 2000), cuda_graph_batch=8, draft_tokens=3)
+    assert shape.num_tokens == 32
+    assert m.step_time_ms(shape) == pytest.approx(spec, rel=1e-9)
+
+
+def test_mtp_cuts_a_lone_clients_tpot_by_the_tokens_per_step(deepseek_b200):
+    wl = Workload(1024, 1024, concurrency=1)
+    plain = estimate_aggregated(deepseek_b200, wl)
+    b = BatchingConfig(speculative_tokens=3)
+    mtp = estimate_aggregated(deepseek_b200, wl, b)
+    step = deepseek_b200.decode_step_ms(1, 1024 + 1024 / 2, draft_tokens=3)
+    assert mtp.tpot_ms == pytest.approx(step / 2.82, rel=0.05)
+    assert mtp.tpot_ms < plain.tpot_ms
+    # the MTP module's weights and KV come out of the cache
+    assert mtp.memory.kv_capacity_tokens < plain.memory.kv_capacity_tokens
+    # under load too, and Little's law still holds
+    loaded = estimate_aggregated(deepseek_b200, Workload(1024, 1024, concurrency=64), b)
+    assert (
+        loaded.tpot_ms
+        < estimate_aggregated(deepseek_b200, Workload(1024, 1024, concurrency=64)).tpot_ms
+    )
+    assert loaded.request_rate_per_s == pytest.approx(
+        64 / (loaded.request_latency_ms / 1e3), rel=1e-6
+    )
+
+
+def test_mtp_needs_a_checkpoint_with_an_mtp_module(llama70):
+    with pytest.raises(ValueError, match="num_nextn_predict_layers"):
+        estimate_aggregated(
+            llama70, Workload(1024, 128, concurrency=4), BatchingConfig(speculative_tokens=1)
+        )

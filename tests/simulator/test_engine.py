@@ -497,3 +497,46 @@ def test_a_non_mixing_decode_pool_takes_hand_offs_without_prefill_steps():
         assert len(ok) == n
         tpot[mixed] = ok["tpot_ms"].mean()
     assert tpot[False] == pytest.approx(tpot[True], rel=0.02)
+
+
+# ------------------------------------------------------------------ speculative decoding (MTP)
+def test_speculative_decodes_verify_drafts_and_advance_by_the_accepted_tokens():
+    model = LinearCost(record=True)
+    # 1.5 tokens per step; step by step, so every step is priced once
+    cfg = quiet(speculative_tokens=1, draft_acceptance=(0.5,), decode_span_steps=1)
+    res, _ = run_one(Trace([0.0], [100], [11]), cfg, model=model)
+    decodes = [b for b in model.calls if len(b.decode_context_tokens)]
+    assert all(b.draft_tokens == 1 and b.num_tokens == 2 for b in decodes)
+    # 10 tokens after the first at 1.5 per step (carried fractions: 1, 2, 1, 2, ...): 7 steps
+    assert len(decodes) == 7
+    row = res.requests.iloc[0]
+    assert row["status"] == "ok"
+    assert row["tpot_ms"] == pytest.approx(sum(map(model.step_time_ms, decodes)) / 10)
+
+
+def test_speculative_decodes_take_their_drafts_out_of_the_token_budget():
+    model = LinearCost(record=True)
+    cfg = quiet(speculative_tokens=3, max_num_batched_tokens=10, decode_span_steps=1)
+    run_one(Trace([0.0, 0.0, 0.0], [5, 5, 5], [20, 20, 20]), cfg, model=model)
+    # three decoding requests need 12 tokens: at most two fit a step of 10
+    assert max(len(b.decode_context_tokens) for b in model.calls) == 2
+    assert max(b.num_tokens for b in model.calls) <= 10
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_speculative_decode_spans_match_step_by_step_simulation(seed):
+    rng = np.random.default_rng(seed)
+    n = 40
+    trace = Trace(
+        np.sort(rng.uniform(0, 3000, n)), rng.integers(10, 2000, n), rng.integers(1, 200, n)
+    )
+    kw = {"max_num_seqs": 16, "speculative_tokens": 3}
+    slow, _ = run_one(trace, quiet(decode_span_steps=1, **kw), blocks=600, seed=seed)
+    fast, _ = run_one(trace, quiet(**kw), blocks=600, seed=seed)
+    assert fast.events < slow.events
+    assert (fast.requests["status"] == "ok").all() and (slow.requests["status"] == "ok").all()
+    # a span prices its steps by interpolating the KV growth of alpha tokens per step
+    for col in ("ttft_ms", "e2e_ms"):
+        np.testing.assert_allclose(fast.requests[col], slow.requests[col], rtol=2e-3)
+    plain, _ = run_one(trace, quiet(max_num_seqs=16), blocks=600, seed=seed)
+    assert fast.requests["e2e_ms"].mean() < plain.requests["e2e_ms"].mean()

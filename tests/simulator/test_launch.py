@@ -69,6 +69,28 @@ def test_the_scheduler_mode_the_model_priced_is_the_one_launched():
     assert "--scheduler-recv-interval" not in sglang_args(DENSE)
 
 
+def test_mtp_speculative_decoding_is_rendered_for_every_engine():
+    import json
+
+    mtp = LaunchConfig(
+        "deepseek-ai/DeepSeek-R1", ParallelConfig(tp=8), BatchingConfig(speculative_tokens=3)
+    )
+    spec = json.loads(_flag(vllm_args(mtp), "--speculative-config"))
+    assert spec == {"method": "mtp", "num_speculative_tokens": 3}
+    sg = sglang_args(mtp)
+    assert _flag(sg, "--speculative-algorithm") == "EAGLE"
+    assert _flag(sg, "--speculative-num-steps") == "3"
+    assert _flag(sg, "--speculative-num-draft-tokens") == "4"
+    assert trtllm_options(mtp)["speculative_config"] == {
+        "decoding_type": "MTP",
+        "num_nextn_predict_layers": 3,
+    }
+    # off by default: no flag at all
+    assert "--speculative-config" not in vllm_args(DENSE)
+    assert "--speculative-algorithm" not in sglang_args(DENSE)
+    assert "speculative_config" not in trtllm_options(DENSE)
+
+
 def test_sglang_counts_all_gpus_in_tp():
     args = sglang_args(WIDE_EP)
     assert _flag(args, "--tp-size") == "8" and _flag(args, "--dp-size") == "8"
