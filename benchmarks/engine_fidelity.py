@@ -122,6 +122,8 @@ def _pool(
     recv_interval: int = 1,
     budget: int = 8192,
     speculative_tokens: int = 0,
+    batch_wait: tuple[int, float] = (0, 0.0),
+    attention_dp_balance: int = 0,
 ) -> list[Replica]:
     """``count`` replicas of one worker type with vLLM-default budget and memory, and the
     backend's scheduler (SGLang's does not mix prefill into decode steps)."""
@@ -133,6 +135,9 @@ def _pool(
         async_scheduling=async_scheduling,
         scheduler_recv_interval=recv_interval,
         speculative_tokens=speculative_tokens,
+        batch_wait_iters=batch_wait[0],
+        batch_wait_tokens_ratio=batch_wait[1],
+        attention_dp_balance_iters=attention_dp_balance,
     )
     mem = model.memory(
         cfg.gpu_memory_utilization,
@@ -192,6 +197,8 @@ def simulate_row(
                 harness.scheduler_recv_interval(row),
                 harness.max_num_batched_tokens(row),
                 harness.speculative_tokens(row),
+                harness.batch_wait(row),
+                harness.attention_dp_balance(row),
             ),
             router="least_loaded",
         )

@@ -159,6 +159,7 @@ class Predictor:
             per_rank = max(1, -(-conc // par.attention_dp))
             seqs = int(row["batch_size"]) if np.isfinite(row["batch_size"]) else per_rank
             mixed = True if self.sglang_mixed_chunk and row["backend"] == "sglang" else None
+            wait_iters, wait_ratio = harness.batch_wait(row)
             batching = BatchingConfig(
                 max_num_seqs=max(seqs, 1),
                 max_num_batched_tokens=harness.max_num_batched_tokens(row),
@@ -166,6 +167,9 @@ class Predictor:
                 async_scheduling=harness.async_scheduling(row),
                 scheduler_recv_interval=harness.scheduler_recv_interval(row),
                 speculative_tokens=harness.speculative_tokens(row),
+                batch_wait_iters=wait_iters,
+                batch_wait_tokens_ratio=wait_ratio,
+                attention_dp_balance_iters=harness.attention_dp_balance(row),
             )
             est = estimate_aggregated(model, wl, batching, queue=self.queue)
         else:

@@ -40,6 +40,17 @@ and the scheduler mode, from the published harness and engine defaults (shared b
   MTP acceptance on its random prompts is artificially high). The H200 MTP and non-MTP keys share
   one image (1.1.0rc2.post2), so H200 rows cannot be told apart and count as non-MTP, as do
   SGLang's (its MTP recipes share the image too) and the disaggregated rows.
+* **TensorRT-LLM's batching delays.** InferenceX's TensorRT-LLM Llama-3.1-70B scripts
+  (``benchmarks/70b_fp8_b200_trt_slurm.sh``, ``70b_fp4_b200_trt_slurm.sh``,
+  ``70b_fp8_h200_trt_slurm.sh``) set ``batch_wait_timeout_iters: 20`` and
+  ``batch_wait_max_tokens_ratio: 0.9`` for 1k/1k at TP below 8, and pass ``--max_num_tokens``
+  16384 (fp8 B200) or the workflow's max-model-len (fp4 B200, fp8 H200: 2048 for 1k/1k, 9216
+  otherwise, ``.github/workflows/full-sweep-tmpl.yml``). Its non-MTP fp8 B200 DeepSeek-R1 script
+  (``dsr1_fp8_b200_trt.sh``, image 1.2.0rc6.post2) sets 40 and 0.8 for 1k/1k at 64 clients or
+  more. Every DeepSeek-R1 TensorRT-LLM script with attention DP sets ``attention_dp_config:
+  {enable_balance: true, timeout_iters: 60, batching_wait_iters: 0}``; the gpt-oss B200 script
+  with attention DP sets ``enable_balance: true`` with TensorRT-LLM's default ``timeout_iters``
+  of 50. (Semantics: TensorRT-LLM's ``py_executor``; see ``BatchingConfig``.)
 """
 
 from __future__ import annotations
@@ -103,6 +114,10 @@ def scheduler_recv_interval(row: pd.Series) -> int:
 
 def max_num_batched_tokens(row: pd.Series) -> int:
     """The token budget per step in the row's recipe (vLLM's default, 8192, where none is set)."""
+    if _trt_llama70(row):
+        if row["system"] == "b200_sxm" and row["precision"] == "fp8":
+            return 16384
+        return 2048 if int(row["isl"]) == int(row["osl"]) == 1024 else 9216
     if row["backend"] != "vllm" or row["system"] != "b200_sxm" or not is_inferencex(row):
         return 8192
     model = str(row["model_path"])
@@ -127,4 +142,54 @@ def speculative_tokens(row: pd.Series) -> int:
     ):
         dp = row.get("attention_dp_size")
         return 1 if pd.notna(dp) and int(dp) > 1 else 3
+    return 0
+
+
+def _trt_llama70(row: pd.Series) -> bool:
+    return (
+        row["backend"] == "trtllm"
+        and row["mode"] == "agg"
+        and "Llama-3.1-70B" in str(row["model_path"])
+        and is_inferencex(row)
+    )
+
+
+def batch_wait(row: pd.Series) -> tuple[int, float]:
+    """TensorRT-LLM's ``(batch_wait_timeout_iters, batch_wait_max_tokens_ratio)`` in the row's
+    recipe (``(0, 0.0)``: no batch waiting, TensorRT-LLM's default)."""
+    one_k = int(row["isl"]) == int(row["osl"]) == 1024
+    if _trt_llama70(row) and one_k and int(row["tp_size"]) < 8:
+        return 20, 0.9
+    if (
+        row["backend"] == "trtllm"
+        and row["mode"] == "agg"
+        and row["system"] == "b200_sxm"
+        and row["precision"] == "fp8"
+        and "DeepSeek" in str(row["model_path"])
+        and str(row.get("backend_version", "")) == "1.2.0rc6.post2"
+        and is_inferencex(row)
+        and one_k
+        and int(row["concurrency"]) >= 64
+        and not (pd.notna(row.get("attention_dp_size")) and int(row["attention_dp_size"]) > 1)
+    ):
+        return 40, 0.8
+    return 0, 0.0
+
+
+def attention_dp_balance(row: pd.Series) -> int:
+    """TensorRT-LLM's attention-DP balance ``timeout_iters`` in the row's recipe (0: off)."""
+    dp = row.get("attention_dp_size")
+    if not (
+        row["backend"] == "trtllm"
+        and row["mode"] == "agg"
+        and pd.notna(dp)
+        and int(dp) > 1
+        and is_inferencex(row)
+    ):
+        return 0
+    model = str(row["model_path"])
+    if "DeepSeek" in model:
+        return 60
+    if "gpt-oss" in model and row["system"] == "b200_sxm":
+        return 50
     return 0

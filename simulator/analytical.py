@@ -47,6 +47,43 @@ MIXED_BATCHING_DEFAULT = {"vllm": True, "trtllm": True, "sglang": False}
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
 
 
+def held_prompt_steps(
+    model: AnalyticalStepModel,
+    batching: BatchingConfig,
+    arrivals_per_step: float,
+    prompt_tokens: float,
+    decode_tokens: float,
+) -> float:
+    """Mean steps a new prompt is held back on a busy TensorRT-LLM engine by its batching
+    delays (see :class:`BatchingConfig`); 0 for other backends and when they are off.
+
+    * Attention-DP balance: a free-running counter of ``attention_dp_balance_iters`` steps
+      releases held prompts, so an arrival waits half of it (ranks rarely all hold a prompt at
+      once unless arrivals per step are many; that case is not modelled).
+    * Batch waiting: the first held prompt opens a window that closes after
+      ``batch_wait_iters`` steps, or once enough prompts for ``ratio x budget`` scheduled
+      tokens (decodes count theirs) have arrived and fit the budget. Arrivals are spread over
+      the window, so its ``1 + a W`` prompts wait ``W (1 + a W / 2) / (1 + a W)`` on average.
+    """
+    if model.backend != "trtllm":
+        return 0.0
+    if model.parallel.attention_dp > 1:
+        return 0.5 * batching.attention_dp_balance_iters
+    window = float(batching.batch_wait_iters)
+    if window <= 0:
+        return 0.0
+    a = max(arrivals_per_step, 0.0)
+    budget = batching.max_num_batched_tokens
+    target = batching.batch_wait_tokens_ratio * budget - decode_tokens
+    if target <= 0:
+        return 0.0  # the decodes alone fill the threshold: nothing is held
+    prompts = math.ceil(target / max(prompt_tokens, 1.0))
+    if a > 0 and prompts * prompt_tokens + decode_tokens <= budget:
+        window = min(window, (prompts - 1) / a)
+    n = a * window
+    return window * (1.0 + n / 2.0) / (1.0 + n)
+
+
 def draft_layers(model: AnalyticalStepModel, batching: BatchingConfig) -> int:
     """MTP modules the engine loads for ``batching``'s speculative decoding (0 when off).
 
@@ -162,6 +199,18 @@ class BatchingConfig:
         ``1 + sum(draft_acceptance[:k])`` tokens per sequence on average
         (:attr:`tokens_per_step`). Default: DeepSeek-R1's MTP module as TensorRT-LLM measured it
         (:data:`simulator.batch.DEEPSEEK_MTP_ACCEPTANCE`).
+    batch_wait_iters, batch_wait_tokens_ratio : int, float
+        TensorRT-LLM's ``batch_wait_timeout_iters`` and ``batch_wait_max_tokens_ratio``
+        (without attention DP): while requests decode, new prompts are held until the scheduled
+        tokens reach ``ratio x max_num_batched_tokens`` or they have waited this many
+        iterations (the counter restarts at each release). 0 (its default) waits for nothing;
+        a ratio without a timeout never waits. TensorRT-LLM only.
+    attention_dp_balance_iters : int
+        TensorRT-LLM's ``attention_dp_config`` with ``enable_balance: true``: its
+        ``timeout_iters``. While every attention-DP rank decodes and not every rank has a new
+        prompt, prompts are held until a counter of iterations reaches this (it restarts at each
+        release), so an arrival waits half of it on average. 0 (default): balancing off.
+        TensorRT-LLM with attention DP only.
     """
 
     max_num_seqs: int = 256
@@ -175,8 +224,20 @@ class BatchingConfig:
     scheduler_recv_interval: int = 1
     speculative_tokens: int = 0
     draft_acceptance: tuple[float, ...] = DEEPSEEK_MTP_ACCEPTANCE
+    batch_wait_iters: int = 0
+    batch_wait_tokens_ratio: float = 0.0
+    attention_dp_balance_iters: int = 0
 
     def __post_init__(self) -> None:
+        if self.batch_wait_iters < 0 or self.attention_dp_balance_iters < 0:
+            raise ValueError(
+                "batch_wait_iters and attention_dp_balance_iters must be >= 0, got "
+                f"{self.batch_wait_iters} and {self.attention_dp_balance_iters}"
+            )
+        if not 0.0 <= self.batch_wait_tokens_ratio <= 1.0:
+            raise ValueError(
+                f"batch_wait_tokens_ratio must be in [0, 1], got {self.batch_wait_tokens_ratio}"
+            )
         if self.speculative_tokens < 0:
             raise ValueError(f"speculative_tokens must be >= 0, got {self.speculative_tokens}")
         if not all(0.0 <= p <= 1.0 for p in self.draft_acceptance):
@@ -492,6 +553,9 @@ def _replica_at_rate(
     if busy:
         # the next point where the scheduler takes requests in: half a window of decode steps
         half_step += 0.5 * (batching.scheduler_recv_interval - 1) * tau_d
+        half_step += tau_d * held_prompt_steps(
+            model, batching, lam * tau_d, isl, others * (1 + k_draft)
+        )
     ttft = wait + service + half_step
     service_p90, _ = prefill_service(isl_p90) if isl_p90 != isl else (service, n_chunks)
     ttft_p90 = _wait_p90(wait, rho) + service_p90 + half_step

@@ -282,6 +282,16 @@ class EngineConfig:
     draft_acceptance : tuple of float
         Probability that the ``i``-th draft token of a step is accepted (default: DeepSeek-R1's
         MTP module, :data:`simulator.batch.DEEPSEEK_MTP_ACCEPTANCE`).
+    batch_wait_iters, batch_wait_tokens_ratio : int, float
+        TensorRT-LLM's ``batch_wait_timeout_iters`` and ``batch_wait_max_tokens_ratio``: while
+        requests decode, waiting prompts are not admitted until the decodes' tokens plus the
+        waiting prompts' reach ``ratio x max_num_batched_tokens`` or they have been held this
+        many steps (the count restarts at each release). 0: no batch waiting.
+    attention_dp_balance_iters : int
+        TensorRT-LLM's attention-DP balance (``attention_dp_config.timeout_iters`` with
+        ``enable_balance``): a busy rank takes new prompts in only when a counter of this many
+        steps fires, restarting at each release; modelled with the receive window of
+        ``scheduler_recv_interval`` (the larger of the two applies). 0: off.
     """
 
     max_num_seqs: int = 256
@@ -305,6 +315,9 @@ class EngineConfig:
     scheduler_recv_interval: int = 1
     speculative_tokens: int = 0
     draft_acceptance: tuple[float, ...] = DEEPSEEK_MTP_ACCEPTANCE
+    batch_wait_iters: int = 0
+    batch_wait_tokens_ratio: float = 0.0
+    attention_dp_balance_iters: int = 0
 
     def __post_init__(self) -> None:
         for name in (
@@ -350,9 +363,15 @@ class EngineConfig:
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"EngineConfig.{name} must be a bool, got {getattr(self, name)!r}")
-        k = self.speculative_tokens
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
-            raise ValueError(f"EngineConfig.speculative_tokens must be an integer >= 0, got {k!r}")
+        for name in ("speculative_tokens", "batch_wait_iters", "attention_dp_balance_iters"):
+            k = getattr(self, name)
+            if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
+                raise ValueError(f"EngineConfig.{name} must be an integer >= 0, got {k!r}")
+        if not 0.0 <= float(self.batch_wait_tokens_ratio) <= 1.0:
+            raise ValueError(
+                "EngineConfig.batch_wait_tokens_ratio must be in [0, 1], got "
+                f"{self.batch_wait_tokens_ratio!r}"
+            )
         if not all(0.0 <= float(p) <= 1.0 for p in self.draft_acceptance):
             raise ValueError(
                 f"EngineConfig.draft_acceptance entries must be in [0, 1], got "
@@ -537,6 +556,12 @@ class ServingEngine:
         # speculative decoding: drafts verified per decode, and tokens emitted per step
         self._draft = int(config.speculative_tokens)
         self._alpha = tokens_per_step(self._draft, config.draft_acceptance)
+        # TensorRT-LLM's attention-DP balance holds arrivals like SGLang's receive window
+        self._recv_interval = max(config.scheduler_recv_interval, config.attention_dp_balance_iters)
+        # TensorRT-LLM's batch waiting: steps the waiting prompts have been held, and whether
+        # they are held in the step being planned
+        self._wait_count = 0
+        self._holding = False
         self._graph_sizes = config.cuda_graph_sizes
         self._priority = config.scheduling_policy == "priority"
         self._waiting_fifo: deque[Request] = deque()
@@ -616,7 +641,7 @@ class ServingEngine:
             if self.on_finish is not None:
                 self.on_finish(req, now_ms)
             return []
-        if self._busy and (self.config.async_scheduling or self.config.scheduler_recv_interval > 1):
+        if self._busy and (self.config.async_scheduling or self._recv_interval > 1):
             self._inbox.append(req)  # the next step is already planned, or not yet receiving
             return []
         self._push_waiting(req)
@@ -784,7 +809,7 @@ class ServingEngine:
             sched[req] = n_new
             budget -= n_new + drafts
             i = running.index(req) + 1 if self._priority else i + 1
-        if not preempted:
+        if not preempted and not self._holding:
             while budget > 0 and len(running) < cfg.max_num_seqs:
                 req = self._peek_waiting()
                 if req is None:
@@ -894,7 +919,7 @@ class ServingEngine:
     def _receives(self) -> bool:
         """Whether the scheduler takes in new requests at this step boundary (SGLang's receive
         skipper: after ``scheduler_recv_interval`` decode steps, or after any prefill step)."""
-        interval = self.config.scheduler_recv_interval
+        interval = self._recv_interval
         steps, self._last_weight = self._last_weight, 0
         if steps < 0:  # the last step had prefill work
             self._recv_count = 0
@@ -905,12 +930,40 @@ class ServingEngine:
         self._recv_count = (self._recv_count + steps) % interval
         return self._recv_count == 0
 
+    def _batch_wait_holds(self) -> bool:
+        """Whether TensorRT-LLM's batch waiting keeps the waiting prompts out of this step (it
+        applies only while requests decode; the count restarts at each release)."""
+        cfg = self.config
+        if cfg.batch_wait_iters <= 0 or not self.num_waiting:
+            self._wait_count = 0
+            return False
+        decodes = sum(1 for r in self.running if r.num_tokens - r.num_computed <= 1)
+        if not decodes:
+            self._wait_count = 0
+            return False
+        budget = cfg.max_num_batched_tokens
+        tokens = decodes * (1 + self._draft)
+        waiting = self._waiting_heap if self._priority else self._waiting_fifo
+        for item in waiting:
+            req = item[-1] if self._priority else item
+            tokens += req.num_tokens - req.num_computed
+            if tokens >= budget:
+                break
+        if (
+            self._wait_count >= cfg.batch_wait_iters
+            or tokens >= cfg.batch_wait_tokens_ratio * budget
+        ):
+            self._wait_count = 0
+            return False
+        return True
+
     def _start_step(self, now_ms: float) -> list[Event] | None:
         preemptions_before = self.num_preemptions
         receive = self._receives()
         arrived = False
         if not self.config.async_scheduling and receive:
             arrived = self._flush_inbox()
+        self._holding = self._batch_wait_holds()
         sched, preempted = self._schedule(now_ms)
         if self.config.async_scheduling and receive:
             # asynchronous scheduling: this step was planned when the last one started, without
@@ -957,7 +1010,9 @@ class ServingEngine:
                 k_finish, self.config.decode_span_steps, 1 + free_per_req * self._bs // per_step
             )
             if self._inbox:  # held back until the receive skipper next fires
-                k = min(k, self.config.scheduler_recv_interval - self._recv_count)
+                k = min(k, self._recv_interval - self._recv_count)
+            if self._holding:  # batch waiting: the span ends where the held prompts go in
+                k = min(k, self.config.batch_wait_iters - self._wait_count)
         else:
             k = 1
         if k > 1:
@@ -983,6 +1038,8 @@ class ServingEngine:
             noise = self._noise(1)
             end_ms = now_ms + (t0 if noise is None else t0 * float(noise[0]))
         n_prefill_tokens = sum(sched.values()) - n_dec
+        if self._holding:
+            self._wait_count += steps
         # SGLang's receive skipper counts decode steps; after prefill work it receives at once
         self._last_weight = steps if n_dec == len(sched) else -1
         self.step_log.append(

@@ -205,6 +205,15 @@ def trtllm_options(cfg: LaunchConfig) -> dict:
         }
     else:
         opts["cuda_graph_config"] = None
+    if b.batch_wait_iters:
+        opts["batch_wait_timeout_iters"] = b.batch_wait_iters
+        opts["batch_wait_max_tokens_ratio"] = b.batch_wait_tokens_ratio
+    if b.attention_dp_balance_iters and p.attention_dp > 1:
+        opts["attention_dp_config"] = {
+            "enable_balance": True,
+            "timeout_iters": b.attention_dp_balance_iters,
+            "batching_wait_iters": 0,
+        }
     if b.speculative_tokens:
         opts["speculative_config"] = {
             "decoding_type": "MTP",

@@ -102,3 +102,28 @@ def test_b200_tensorrt_llm_deepseek_rows_on_the_mtp_image_ran_mtp():
     assert harness.speculative_tokens(trt("1.1.0rc2.post2", system="h200_sxm")) == 0
     assert harness.speculative_tokens(trt("1.2.0rc6.post3", model="openai/gpt-oss-120b")) == 0
     assert harness.speculative_tokens(trt("1.2.0rc6.post3", src=GAP)) == 0
+
+
+def test_tensorrt_llm_batching_delays_follow_the_recipes():
+    def trt(model, isl=1024, osl=1024, tp=2, dp=1.0, conc=64, version="1.2.0rc6.post2", **kw):
+        r = row(INFERENCEX, backend="trtllm", version=version, isl=isl, osl=osl)
+        r["mode"], r["model_path"], r["tp_size"], r["attention_dp_size"] = "agg", model, tp, dp
+        r["concurrency"], r["system"], r["precision"] = conc, "b200_sxm", "fp8"
+        for k, v in kw.items():
+            r[k] = v
+        return r
+
+    llama = "meta-llama/Llama-3.1-70B"
+    assert harness.batch_wait(trt(llama)) == (20, 0.9)
+    assert harness.batch_wait(trt(llama, tp=8)) == (0, 0.0)
+    assert harness.batch_wait(trt(llama, osl=8192)) == (0, 0.0)
+    assert harness.max_num_batched_tokens(trt(llama)) == 16384
+    assert harness.max_num_batched_tokens(trt(llama, precision="fp4")) == 2048
+    assert harness.max_num_batched_tokens(trt(llama, osl=8192, system="h200_sxm")) == 9216
+    r1 = "deepseek-ai/DeepSeek-R1"
+    assert harness.batch_wait(trt(r1, tp=8)) == (40, 0.8)
+    assert harness.batch_wait(trt(r1, tp=8, conc=32)) == (0, 0.0)
+    assert harness.batch_wait(trt(r1, tp=8, version="1.2.0rc6.post3")) == (0, 0.0)
+    assert harness.attention_dp_balance(trt(r1, tp=1, dp=8.0)) == 60
+    assert harness.attention_dp_balance(trt("openai/gpt-oss-120b", tp=1, dp=4.0)) == 50
+    assert harness.attention_dp_balance(trt(r1, tp=8)) == 0

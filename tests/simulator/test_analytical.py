@@ -331,3 +331,60 @@ def test_mtp_needs_a_checkpoint_with_an_mtp_module(llama70):
         estimate_aggregated(
             llama70, Workload(1024, 128, concurrency=4), BatchingConfig(speculative_tokens=1)
         )
+
+
+# ------------------------------------------------------------------ TensorRT-LLM batching delays
+def test_tensorrt_llm_holds_prompts_by_its_batching_delays():
+    from simulator.analytical import held_prompt_steps
+
+    trt = AnalyticalStepModel.from_names(
+        model="meta-llama/Llama-3.1-70B", system="h200_sxm", tp=2, dtype="fp8", backend="trtllm"
+    )
+    wait = BatchingConfig(batch_wait_iters=20, batch_wait_tokens_ratio=0.9)
+    # rare arrivals: every prompt waits the whole window
+    assert held_prompt_steps(trt, wait, 1e-6, 1000, 10) == pytest.approx(20, rel=1e-3)
+    # frequent ones share the window, or fill the token threshold first
+    assert held_prompt_steps(trt, wait, 0.2, 1000, 10) < 20
+    assert (
+        held_prompt_steps(
+            trt,
+            BatchingConfig(
+                max_num_batched_tokens=2048, batch_wait_iters=20, batch_wait_tokens_ratio=0.9
+            ),
+            0.5,
+            1000,
+            10,
+        )
+        < 3
+    )
+    # decodes alone over the threshold, no timeout, or another engine: nothing is held
+    assert held_prompt_steps(trt, wait, 0.01, 1000, 8000) == 0.0
+    assert held_prompt_steps(trt, BatchingConfig(batch_wait_tokens_ratio=0.9), 0.01, 1000, 0) == 0
+    vllm = AnalyticalStepModel.from_names(
+        model="meta-llama/Llama-3.1-70B", system="h200_sxm", tp=2, dtype="fp8"
+    )
+    assert held_prompt_steps(vllm, wait, 0.01, 1000, 0) == 0
+    # the closed loop: a held prompt's TTFT rises by about the held steps
+    wl = Workload(1024, 1024, concurrency=16)
+    free = estimate_aggregated(trt, wl)
+    held = estimate_aggregated(trt, wl, wait)
+    assert held.ttft_ms - free.ttft_ms > 10 * free.tpot_ms * trt.overhead.prefill_scale
+    assert held.tpot_ms == pytest.approx(free.tpot_ms, rel=0.05)
+
+
+def test_attention_dp_balance_holds_half_its_timeout_on_average():
+    from simulator.analytical import held_prompt_steps
+
+    dp = AnalyticalStepModel.from_names(
+        model="deepseek-ai/DeepSeek-R1",
+        system="b200_sxm",
+        attention_dp=8,
+        ep=8,
+        dtype="fp8",
+        backend="trtllm",
+    )
+    cfg = BatchingConfig(attention_dp_balance_iters=60)
+    assert held_prompt_steps(dp, cfg, 0.01, 1000, 10) == 30
+    assert held_prompt_steps(dp, BatchingConfig(), 0.01, 1000, 10) == 0
+    with pytest.raises(ValueError, match="attention_dp_balance_iters"):
+        BatchingConfig(attention_dp_balance_iters=-1)

@@ -540,3 +540,38 @@ def test_speculative_decode_spans_match_step_by_step_simulation(seed):
         np.testing.assert_allclose(fast.requests[col], slow.requests[col], rtol=2e-3)
     plain, _ = run_one(trace, quiet(max_num_seqs=16), blocks=600, seed=seed)
     assert fast.requests["e2e_ms"].mean() < plain.requests["e2e_ms"].mean()
+
+
+# ------------------------------------------------------------------ TensorRT-LLM batching delays
+def _late_arrival(cfg, model=None, at=40.0):
+    # A decodes for a long time; B arrives while A decodes
+    return run_one(Trace([0.0, at], [100, 100], [200, 3]), cfg, model=model)
+
+
+def test_batch_waiting_holds_a_prompt_while_others_decode_until_the_timeout():
+    base = {"async_scheduling": False, "max_num_batched_tokens": 1000}
+    free, _ = _late_arrival(quiet(**base))
+    held, _ = _late_arrival(quiet(batch_wait_iters=5, batch_wait_tokens_ratio=0.9, **base))
+    step = 5.0 + 1e-4 * 150 + 0.05  # a one-request decode step of LinearCost, roughly
+    extra = held.requests.loc[1, "ttft_ms"] - free.requests.loc[1, "ttft_ms"]
+    assert 4 * step < extra < 6.5 * step
+    # enough waiting tokens release the prompt at once (100 prompt + 1 decode >= 0.1 x 1000)
+    quick, _ = _late_arrival(quiet(batch_wait_iters=5, batch_wait_tokens_ratio=0.1, **base))
+    assert quick.requests.loc[1, "ttft_ms"] == pytest.approx(free.requests.loc[1, "ttft_ms"])
+    # an idle engine never waits
+    alone, _ = run_one(Trace([0.0], [100], [3]), quiet(batch_wait_iters=5, **base))
+    ref, _ = run_one(Trace([0.0], [100], [3]), quiet(**base))
+    assert alone.requests.loc[0, "ttft_ms"] == pytest.approx(ref.requests.loc[0, "ttft_ms"])
+    # decode spans stop where the held prompt goes in: same as step by step
+    slow, _ = _late_arrival(quiet(batch_wait_iters=5, decode_span_steps=1, **base))
+    fast, _ = _late_arrival(quiet(batch_wait_iters=5, **base))
+    np.testing.assert_allclose(fast.requests["ttft_ms"], slow.requests["ttft_ms"], rtol=1e-9)
+    np.testing.assert_allclose(fast.requests["e2e_ms"], slow.requests["e2e_ms"], rtol=1e-9)
+
+
+def test_attention_dp_balance_holds_arrivals_like_a_receive_window():
+    a, _ = _late_arrival(quiet(attention_dp_balance_iters=7), at=23.0)
+    b, _ = _late_arrival(quiet(scheduler_recv_interval=7), at=23.0)
+    free, _ = _late_arrival(quiet(), at=23.0)
+    assert a.requests.equals(b.requests)
+    assert a.requests.loc[1, "ttft_ms"] > free.requests.loc[1, "ttft_ms"]

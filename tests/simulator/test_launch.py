@@ -85,6 +85,18 @@ def test_mtp_speculative_decoding_is_rendered_for_every_engine():
         "decoding_type": "MTP",
         "num_nextn_predict_layers": 3,
     }
+    # TensorRT-LLM's batching delays go to its options only
+    delays = LaunchConfig(
+        "deepseek-ai/DeepSeek-R1",
+        ParallelConfig(tp=1, attention_dp=8, moe_ep=8),
+        BatchingConfig(
+            batch_wait_iters=20, batch_wait_tokens_ratio=0.9, attention_dp_balance_iters=60
+        ),
+    )
+    opts = trtllm_options(delays)
+    assert opts["batch_wait_timeout_iters"] == 20 and opts["batch_wait_max_tokens_ratio"] == 0.9
+    assert opts["attention_dp_config"]["timeout_iters"] == 60
+    assert "batch_wait_timeout_iters" not in trtllm_options(DENSE)
     # off by default: no flag at all
     assert "--speculative-config" not in vllm_args(DENSE)
     assert "--speculative-algorithm" not in sglang_args(DENSE)
