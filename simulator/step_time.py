@@ -88,13 +88,14 @@ class EngineOverhead:
 #: the fidelity benchmark gave each row the lengths its benchmark client sent and the model
 #: priced the asynchronous scheduler's one-step lag (``BatchingConfig.async_scheduling``), and
 #: after SGLang's receive interval and the end of its lockstep for varied output lengths, and
-#: after the MTP rows ran speculative decoding (TensorRT-LLM's constants moved).
+#: after the MTP rows ran speculative decoding and TensorRT-LLM's rows its recipes' batching
+#: delays (TensorRT-LLM's constants moved).
 #: ``eager_kernel_us`` is a documented assumption (PyTorch eager launch rate on a modern host
 #: CPU, ~4 us per kernel).
 DEFAULT_OVERHEAD: dict[str, EngineOverhead] = {
     "vllm": EngineOverhead(step_ms=0.0, kernel_scale=1.1, ttft_ms=20.0, prefill_scale=0.9),
     "sglang": EngineOverhead(step_ms=0.5, kernel_scale=0.8, ttft_ms=100.0, prefill_scale=1.3),
-    "trtllm": EngineOverhead(step_ms=0.5, kernel_scale=0.9, ttft_ms=125.0, prefill_scale=0.6),
+    "trtllm": EngineOverhead(step_ms=0.5, kernel_scale=0.9, ttft_ms=125.0, prefill_scale=0.65),
 }
 
 
