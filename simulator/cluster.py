@@ -465,13 +465,16 @@ class Deployment:
         return _step_model(self)
 
     def memory(self, config: EngineConfig) -> MemoryBreakdown:
-        """Per-GPU memory and KV capacity under ``config``."""
-        return self.step_model().memory(
+        """Per-GPU memory and KV capacity under ``config`` (the MTP module included when it
+        decodes speculatively)."""
+        model = self.step_model()
+        return model.memory(
             config.gpu_memory_utilization,
             max_num_batched_tokens=config.max_num_batched_tokens,
             max_num_seqs=config.max_num_seqs,
             cuda_graph_sizes=config.cuda_graph_sizes or None,
             block_size=config.block_size,
+            draft_layers=model.model.mtp_layers if config.speculative_tokens else 0,
         )
 
     def kv_bytes_per_token(self) -> float:
@@ -485,8 +488,14 @@ class Deployment:
         Raises
         ------
         ValueError
-            When ``config`` leaves no memory for the KV cache (the reason names the consumers).
+            When ``config`` leaves no memory for the KV cache (the reason names the consumers),
+            or decodes speculatively with a model that ships no MTP module.
         """
+        if config.speculative_tokens and self.step_model().model.mtp_layers < 1:
+            raise ValueError(
+                f"{self.model} ships no multi-token-prediction module (num_nextn_predict_layers "
+                f"= 0 in its config.json): speculative_tokens={config.speculative_tokens} needs one"
+            )
         if config.num_kv_blocks is not None:
             return Replica(config, self.step_model(), config.num_kv_blocks, name)
         mem = self.memory(config)

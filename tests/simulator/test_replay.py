@@ -82,6 +82,7 @@ def test_replay_a_trace_file_reports_bad_rows(tmp_path):
         (["--model", "no/such-model"], "no/such-model"),
         (["--config", "gpu_memory_utilization=0.1"], "does not fit"),
         (["--replicas", "0"], "--replicas"),
+        (["--config", "speculative_tokens=2"], "ships no multi-token-prediction module"),
     ],
 )
 def test_replay_user_mistakes_exit_2_with_a_clean_message(tmp_path, args, message):
