@@ -66,14 +66,14 @@ LOAD_CONCURRENCY = 32
 #: not documented; InferenceX rows draw the lengths its client drew (``harness.py``).
 #: SGLang's scheduler does not mix prefill into decode steps, so clients with equal lengths stay
 #: in lock-step: its undocumented rows (H100, H200) fit best that way, at a cost in TPOT.
-CLIENT_LENGTH_JITTER = {"vllm": 0.1, "sglang": 0.0, "trtllm": 0.05}
+CLIENT_LENGTH_JITTER = {"vllm": 0.1, "sglang": 0.0, "trtllm": 0.02}
 #: Per-backend frontend latency (``EngineConfig.frontend_latency_ms``: HTTP, tokenization and
 #: hand-off before the scheduler sees a request), fitted by ``--calibrate`` with the jitter above:
 #: for each backend and jitter, the constant c (grid 0..300 ms, step 5) minimising the median
 #: TTFT APE of (engine TTFT at frontend latency 0) + c; the reported rows then simulate it
 #: mechanistically. (The analytical model fits the same kind of per-backend constant,
 #: ``EngineOverhead.ttft_ms``.)
-FRONTEND_LATENCY_MS = {"vllm": 15.0, "sglang": 240.0, "trtllm": 115.0}
+FRONTEND_LATENCY_MS = {"vllm": 15.0, "sglang": 240.0, "trtllm": 30.0}
 #: Requests each closed-loop client sends (the measurement's length is not recorded; the first,
 #: synchronized wave weighs less the longer the run). Chosen on 50 calibration-half aggregated
 #: rows with concurrency 32-256 (seed 0, ``random_state=0`` sample): median TTFT APE 57.7% with
