@@ -71,9 +71,11 @@ CLIENT_LENGTH_JITTER = {"vllm": 0.1, "sglang": 0.0, "trtllm": 0.02}
 #: hand-off before the scheduler sees a request), fitted by ``--calibrate`` with the jitter above:
 #: for each backend and jitter, the constant c (grid 0..300 ms, step 5) minimising the median
 #: TTFT APE of (engine TTFT at frontend latency 0) + c; the reported rows then simulate it
-#: mechanistically. (The analytical model fits the same kind of per-backend constant,
-#: ``EngineOverhead.ttft_ms``.)
+#: mechanistically. As the analytical model's fixed TTFT (``benchmarks/fidelity.py``), it belongs to
+#: the client and front end the measurement ran through: one value for InferenceX rows (this
+#: dict) and one for the rows of other sources (:data:`OTHER_SOURCE_FRONTEND_MS`), fitted jointly.
 FRONTEND_LATENCY_MS = {"vllm": 15.0, "sglang": 240.0, "trtllm": 30.0}
+OTHER_SOURCE_FRONTEND_MS = {"vllm": 15.0, "sglang": 240.0, "trtllm": 30.0}
 #: Requests each closed-loop client sends (the measurement's length is not recorded; the first,
 #: synchronized wave weighs less the longer the run). Chosen on 50 calibration-half aggregated
 #: rows with concurrency 32-256 (seed 0, ``random_state=0`` sample): median TTFT APE 57.7% with
@@ -172,6 +174,7 @@ def simulate_row(
     seed: int,
     jitter: float | None = None,
     frontend: dict[str, float] | None = None,
+    frontend_other: dict[str, float] | None = None,
 ) -> tuple[float, float, int]:
     """Closed-loop simulation of one row: (mean TTFT ms, mean TPOT ms, preemptions).
 
@@ -181,7 +184,11 @@ def simulate_row(
     """
     is_moe = load_model(row["model_path"]).is_moe
     conc = int(row["concurrency"])
-    fe = (FRONTEND_LATENCY_MS if frontend is None else frontend).get(row["backend"], 0.0)
+    if harness.is_inferencex(row):
+        fe_table = FRONTEND_LATENCY_MS if frontend is None else frontend
+    else:
+        fe_table = OTHER_SOURCE_FRONTEND_MS if frontend_other is None else frontend_other
+    fe = fe_table.get(row["backend"], 0.0)
     overlap = harness.async_scheduling(row)
     if row["mode"] == "agg":
         par = analytical_fidelity._layout(row, moe=is_moe)
@@ -356,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     jitter = dict(CLIENT_LENGTH_JITTER)
     calib_lines: list[str] = []
     frontend = dict(FRONTEND_LATENCY_MS)
+    frontend_other = dict(OTHER_SOURCE_FRONTEND_MS)
     if args.calibrate:
         cal = agg[agg["calibration"] & agg["mode"].eq("agg")]
         zero = {b: 0.0 for b in FRONTEND_LATENCY_MS}
@@ -368,39 +376,48 @@ def main(argv: list[str] | None = None) -> int:
                     ttft[idx], tpot[idx] = ttfts[JITTER_GRID[0]][idx], tpots[JITTER_GRID[0]][idx]
                     continue
                 try:
-                    ttft[idx], tpot[idx], _ = simulate_row(cal.loc[idx], predictor, 0, j, zero)
+                    ttft[idx], tpot[idx], _ = simulate_row(
+                        cal.loc[idx], predictor, 0, j, zero, zero
+                    )
                 except ValueError:
                     continue
             ttfts[j], tpots[j] = ttft, tpot
         fits = []
         for backend, grp in cal.groupby("backend"):
-            # per jitter: the additive front-end latency that best fits TTFT, then the score
-            # TTFT error (with it) + TPOT error (which the front end does not touch)
+            # per jitter: the additive front-end latencies (InferenceX rows, other rows) that
+            # best fit TTFT, then the score TTFT error (with them) + TPOT error (which the front
+            # end does not touch)
+            ix = np.array([harness.is_inferencex(grp.loc[i]) for i in grp.index], dtype=bool)
+            truth = grp["silicon_ttft_ms"].to_numpy(dtype=float)
+            cs = np.arange(0, 301, 5, dtype=float)
             per_j = {}
             for j in JITTER_GRID:
-                sim = ttfts[j][grp.index]
-                grid = {
-                    c: float(np.nanmedian(ape(sim + c, grp["silicon_ttft_ms"])))
-                    for c in range(0, 301, 5)
-                }
-                c = min(grid, key=grid.get)
+                sim = ttfts[j][grp.index].to_numpy(dtype=float)
+                best_c = (np.inf, 0.0, 0.0)
+                for c_ix in cs:
+                    guess = sim[None, :] + np.where(ix[None, :], c_ix, cs[:, None])
+                    scores = np.nanmedian(np.abs(guess - truth) / truth * 100, axis=1)
+                    k = int(np.nanargmin(scores))
+                    if scores[k] < best_c[0]:
+                        best_c = (float(scores[k]), float(c_ix), float(cs[k]))
                 tp = float(np.nanmedian(ape(tpots[j][grp.index], grp["silicon_tpot_ms"])))
-                per_j[j] = (grid[c] + tp, c, grid[c], tp)
+                per_j[j] = (best_c[0] + tp, best_c[1], best_c[2], best_c[0], tp)
             best = min(per_j, key=lambda j: per_j[j][0])
-            jitter[backend], frontend[backend] = best, float(per_j[best][1])
+            jitter[backend] = best
+            frontend[backend], frontend_other[backend] = per_j[best][1], per_j[best][2]
             fits.append(
                 f"{backend} ({len(grp)} rows): "
                 + ", ".join(
-                    f"{j:g}: {v[2]:.1f} + {v[3]:.1f} at {v[1]} ms" for j, v in per_j.items()
+                    f"{j:g}: {v[3]:.1f} + {v[4]:.1f} at {v[1]:g} / {v[2]:g} ms"
+                    for j, v in per_j.items()
                 )
-                + f" -> jitter {best:g}, {frontend[backend]:g} ms"
+                + f" -> jitter {best:g}, {frontend[backend]:g} / {frontend_other[backend]:g} ms"
             )
         calib_lines = [
             f"Calibration on the calibration half ({len(cal)} aggregated rows, seed 0), per "
             "backend and `CLIENT_LENGTH_JITTER` value: median TTFT APE (with the additive "
-            "`frontend_latency_ms` that minimises it) + median TPOT APE; the smallest sum is kept: "
-            + "; ".join(fits)
-            + ".",
+            "`frontend_latency_ms` values, InferenceX rows / other rows, that minimise it) + median "
+            "TPOT APE; the smallest sum is kept: " + "; ".join(fits) + ".",
             "",
         ]
     agg["sim_ttft_ms"] = np.nan
@@ -413,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             runs = [
-                simulate_row(row, predictor, seed, jitter.get(row["backend"], 0.0), frontend)
+                simulate_row(
+                    row, predictor, seed, jitter.get(row["backend"], 0.0), frontend, frontend_other
+                )
                 for seed in range(args.seeds)
             ]
             agg.loc[idx, ["sim_ttft_ms", "sim_tpot_ms", "sim_preemptions"]] = np.mean(runs, axis=0)
@@ -508,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
             "(twice the ISL where the recipe says so, `harness.py`), "
             "chunked prefill, for the other rows client length jitter +-"
             f"{', '.join(f'{b} {v:g}' for b, v in sorted(jitter.items()))} and per-backend frontend latency "
-            f"{', '.join(f'{b} {v:g} ms' for b, v in sorted(frontend.items()))} (both fitted on the "
+            f"{', '.join(f'{b} {v:g} / {frontend_other[b]:g} ms' for b, v in sorted(frontend.items()))} "
+            "(InferenceX rows / other rows; both fitted on the "
             "calibration half by `--calibrate`), "
             f"{args.seeds} seeds (mean per row). Aggregated rows: one replica per attention-DP rank; "
             "disaggregated rows: prefill and decode pools of the row's workers, KV hand-off priced "
