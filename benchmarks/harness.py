@@ -133,25 +133,23 @@ _TRT_MTP_IMAGE = "1.2.0rc6.post3"
 def speculative_tokens(row: pd.Series) -> int:
     """MTP draft tokens per step in the row's recipe (0: no speculative decoding)."""
     if (
-        row["backend"] == "trtllm"
-        and row["mode"] == "agg"
+        _trt_agg_inferencex(row)
         and row["system"] == "b200_sxm"
         and "DeepSeek" in str(row["model_path"])
         and str(row.get("backend_version", "")) == _TRT_MTP_IMAGE
-        and is_inferencex(row)
     ):
         dp = row.get("attention_dp_size")
         return 1 if pd.notna(dp) and int(dp) > 1 else 3
     return 0
 
 
+def _trt_agg_inferencex(row: pd.Series) -> bool:
+    """An aggregated TensorRT-LLM row from InferenceX (whose recipes the rules below read)."""
+    return row["backend"] == "trtllm" and row["mode"] == "agg" and is_inferencex(row)
+
+
 def _trt_llama70(row: pd.Series) -> bool:
-    return (
-        row["backend"] == "trtllm"
-        and row["mode"] == "agg"
-        and "Llama-3.1-70B" in str(row["model_path"])
-        and is_inferencex(row)
-    )
+    return _trt_agg_inferencex(row) and "Llama-3.1-70B" in str(row["model_path"])
 
 
 def batch_wait(row: pd.Series) -> tuple[int, float]:
@@ -161,13 +159,11 @@ def batch_wait(row: pd.Series) -> tuple[int, float]:
     if _trt_llama70(row) and one_k and int(row["tp_size"]) < 8:
         return 20, 0.9
     if (
-        row["backend"] == "trtllm"
-        and row["mode"] == "agg"
+        _trt_agg_inferencex(row)
         and row["system"] == "b200_sxm"
         and row["precision"] == "fp8"
         and "DeepSeek" in str(row["model_path"])
         and str(row.get("backend_version", "")) == "1.2.0rc6.post2"
-        and is_inferencex(row)
         and one_k
         and int(row["concurrency"]) >= 64
         and not (pd.notna(row.get("attention_dp_size")) and int(row["attention_dp_size"]) > 1)
@@ -179,13 +175,7 @@ def batch_wait(row: pd.Series) -> tuple[int, float]:
 def attention_dp_balance(row: pd.Series) -> int:
     """TensorRT-LLM's attention-DP balance ``timeout_iters`` in the row's recipe (0: off)."""
     dp = row.get("attention_dp_size")
-    if not (
-        row["backend"] == "trtllm"
-        and row["mode"] == "agg"
-        and pd.notna(dp)
-        and int(dp) > 1
-        and is_inferencex(row)
-    ):
+    if not (_trt_agg_inferencex(row) and pd.notna(dp) and int(dp) > 1):
         return 0
     model = str(row["model_path"])
     if "DeepSeek" in model:

@@ -999,11 +999,14 @@ class ServingEngine:
         ):
             # how many identical decode steps can run before anything changes (a speculative
             # step emits alpha tokens per request on average, 1 + drafts at most)
-            alpha = self._alpha
-            k_finish = min(
-                max(math.ceil((req.output_len - req.num_generated - req.spec_credit) / alpha), 1)
-                for req in sched
-            )
+            if self._draft:
+                alpha = self._alpha
+                k_finish = min(
+                    max(math.ceil((r.output_len - r.num_generated - r.spec_credit) / alpha), 1)
+                    for r in sched
+                )
+            else:
+                k_finish = min(req.output_len - req.num_generated for req in sched)
             free_per_req = self.pool.available // n_dec
             per_step = 1 + self._draft
             k = min(
