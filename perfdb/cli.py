@@ -145,6 +145,15 @@ def import_cmd(
     show_default=True,
     help="GEMM precisions (repeat; bf16 is always measured).",
 )
+@click.option(
+    "--op",
+    "ops",
+    type=click.Choice(["gemm", "attention", "allreduce", "moe"]),
+    multiple=True,
+    default=("gemm", "attention", "allreduce", "moe"),
+    show_default=True,
+    help="Sweeps to run (repeat). Without gemm the system must be a known one.",
+)
 @_clean_errors
 def collect_cmd(
     system: str,
@@ -155,8 +164,9 @@ def collect_cmd(
     seed: int,
     graphs: bool,
     gemm_dtypes: tuple[str, ...],
+    ops: tuple[str, ...],
 ) -> None:
-    """Measure GEMM, attention (SDPA) and all-reduce with PyTorch on this machine."""
+    """Measure GEMM, attention (SDPA), all-reduce and MoE layers with PyTorch on this machine."""
     from perfdb.collector import CollectConfig, collect
 
     config = CollectConfig(
@@ -167,6 +177,7 @@ def collect_cmd(
         seed=seed,
         graphs=graphs,
         gemm_dtypes=("bf16", *(d for d in gemm_dtypes if d != "bf16")),
+        ops=ops,
     )
     path = collect(config, out)
     click.echo(

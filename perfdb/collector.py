@@ -7,7 +7,13 @@ What is measured (size sweeps below; ``--quick`` uses tiny ones that finish in s
   over ``isl`` tokens (GQA through ``enable_gqa``);
 - generation attention: SDPA of one query token against ``kv_len`` keys;
 - all-reduce: ``torch.distributed.all_reduce`` across ``world_size`` processes (NCCL on GPUs,
-  one per process; gloo on CPU).
+  one per process; gloo on CPU);
+- MoE: one expert layer on one GPU as a grouped-GEMM engine runs it: the routed tokens gathered
+  into expert order, ``torch._grouped_mm`` for the gate/up projection (bf16; CUTLASS on Hopper),
+  SiLU-and-multiply, ``torch._grouped_mm`` for the down projection, the weighted scatter back to
+  token order. Routing is ``balanced`` (each token picks ``topk`` distinct experts uniformly at
+  random, drawn once per point outside the timed call, as the bundled tables' collectors fix
+  their routing); expert-parallel degree 1, the intermediate size split ``moe_tp_size`` ways.
 
 Timing: ``warmup`` untimed calls, then ``iters`` timed calls; on CUDA with CUDA events (device
 time, averaged), on CPU with ``time.perf_counter``; the median of ``repeats`` such averages is
@@ -40,6 +46,9 @@ from tqdm import tqdm
 from perfdb.specs import BUILTIN_SPECS, HardwareSpec
 from perfdb.tables import SCHEMAS, write_table
 
+#: The sweeps ``perfdb collect`` can run (see :class:`CollectConfig`).
+OPS = ("gemm", "attention", "allreduce", "moe")
+
 
 @dataclass(frozen=True)
 class CollectConfig:
@@ -65,6 +74,10 @@ class CollectConfig:
     gemm_dtypes : tuple of str
         GEMM precisions to sweep: ``bf16`` (always first; it sets the measured FLOP/s) and
         ``fp8`` (e4m3 with per-tensor scales, through ``torch._scaled_mm``).
+    ops : tuple of str
+        Which sweeps to run, from ``gemm``, ``attention``, ``allreduce`` (only with
+        ``world_size`` > 1) and ``moe``. Without ``gemm`` the system must be a known one
+        (its datasheet spec is kept; an unknown system's spec needs the measured GEMM FLOP/s).
     """
 
     system: str
@@ -77,6 +90,7 @@ class CollectConfig:
     seed: int = 0
     graphs: bool = True
     gemm_dtypes: tuple[str, ...] = ("bf16",)
+    ops: tuple[str, ...] = OPS
 
     def __post_init__(self) -> None:
         if not self.system or not all(ch.isalnum() or ch in "_-." for ch in self.system):
@@ -95,6 +109,17 @@ class CollectConfig:
                 f"'fp8', got {self.gemm_dtypes!r}"
             )
         object.__setattr__(self, "gemm_dtypes", tuple(dict.fromkeys(dtypes)))
+        ops = tuple(dict.fromkeys(self.ops))
+        if not ops or not set(ops) <= set(OPS):
+            raise ValueError(
+                f"CollectConfig.ops must be a non-empty subset of {OPS}, got {self.ops!r}"
+            )
+        if "gemm" not in ops and self.system not in BUILTIN_SPECS:
+            raise ValueError(
+                f"system {self.system!r} is not a known one, so its spec is measured from the GEMM "
+                f"sweep: add 'gemm' to ops (known systems: {sorted(BUILTIN_SPECS)})"
+            )
+        object.__setattr__(self, "ops", ops)
 
     def sweeps(self) -> dict[str, Any]:
         """The size sweeps."""
@@ -109,6 +134,9 @@ class CollectConfig:
                 "attn_head_dim": 64,
                 "gen_kv_len": [16, 64],
                 "allreduce_bytes": [1024, 16384, 262144],
+                # hidden, inter, topk, experts, moe_tp
+                "moe_shapes": [[64, 64, 2, 4, 1], [64, 128, 2, 8, 2]],
+                "moe_tokens": [1, 16, 64],
             }
         return {
             "gemm_m": [1, 8, 32, 64, 128, 512, 1024, 2048, 8192],
@@ -120,6 +148,18 @@ class CollectConfig:
             "attn_head_dim": 128,
             "gen_kv_len": [128, 512, 2048, 8192],
             "allreduce_bytes": [2**p for p in range(10, 29, 2)],
+            # (hidden, inter, topk, experts, moe_tp): points the bundled tables also hold
+            # (Qwen3-30B-A3B, Qwen3-235B-A22B and Mixtral-8x7B layers at several TP splits)
+            "moe_shapes": [
+                [2048, 768, 8, 128, 1],
+                [2048, 768, 8, 128, 4],
+                [4096, 1536, 8, 128, 1],
+                [4096, 1536, 8, 128, 4],
+                [4096, 1536, 8, 128, 8],
+                [4096, 14336, 2, 8, 1],
+                [4096, 14336, 2, 8, 4],
+            ],
+            "moe_tokens": [1, 8, 32, 128, 512, 2048, 8192],
         }
 
 
@@ -263,6 +303,67 @@ def _measure_gemm(
             refused += 1
             continue
         rows.append({"dtype": dtype, "m": m, "n": n, "k": k, "latency_ms": ms})
+        del calls
+    return pd.DataFrame(rows), refused
+
+
+def _moe_calls(torch, shape: Sequence[int], tokens: int, sets: int, device, gen):
+    """``sets`` calls of one MoE layer (see the module notes) on fresh weights and tokens."""
+    hidden, inter, topk, experts, tp = shape
+    local = inter // tp
+    silu = torch.nn.functional.silu
+    calls = []
+    for _ in range(sets):
+        # balanced routing: topk distinct experts per token, uniformly at random
+        scores = torch.rand((tokens, experts), generator=gen, device=device)
+        ids = scores.topk(topk, dim=1).indices.flatten()
+        order = torch.argsort(ids, stable=True)
+        offs = torch.cumsum(torch.bincount(ids, minlength=experts), 0).to(torch.int32)
+        src = order // topk  # the token of each routed pair, in expert order
+        gate = torch.rand((tokens * topk, 1), generator=gen, device=device).to(torch.bfloat16)
+        x = _randn(torch, (tokens, hidden), device, gen)
+        # weights stored [experts, out, in] and passed transposed (column-major), as the
+        # grouped GEMM kernels take them
+        w1 = _randn(torch, (experts, 2 * local, hidden), device, gen).transpose(-2, -1)
+        w2 = _randn(torch, (experts, hidden, local), device, gen).transpose(-2, -1)
+
+        def call(x=x, w1=w1, w2=w2, offs=offs, src=src, gate=gate):
+            h = torch._grouped_mm(x.index_select(0, src), w1, offs=offs)
+            y = torch._grouped_mm(silu(h[:, :local]) * h[:, local:], w2, offs=offs)
+            return torch.zeros_like(x).index_add_(0, src, y * gate)
+
+        calls.append(call)
+    return calls
+
+
+def _measure_moe(torch, timer: _Timer, device: str, sweeps: dict, gen) -> tuple[pd.DataFrame, int]:
+    """The MoE table (bf16, balanced routing), and the number of points the backend refused."""
+    rows, refused = [], 0
+    points = [(s, t) for s in sweeps["moe_shapes"] for t in sweeps["moe_tokens"]]
+    for shape, tokens in tqdm(points, desc="moe", unit="shape"):
+        hidden, inter, topk, experts, tp = shape
+        weight_bytes = 2 * 3 * experts * hidden * (inter // tp)
+        sets = timer.sets_for(weight_bytes + 2 * tokens * hidden * (1 + topk))
+        try:
+            calls = _moe_calls(torch, shape, tokens, sets, device, gen)
+            ms = timer(calls)
+        except (RuntimeError, NotImplementedError):  # a shape the grouped GEMM does not take
+            refused += 1
+            continue
+        rows.append(
+            {
+                "dtype": "bf16",
+                "distribution": "balanced",
+                "hidden_size": hidden,
+                "inter_size": inter,
+                "topk": topk,
+                "num_experts": experts,
+                "moe_tp_size": tp,
+                "moe_ep_size": 1,
+                "num_tokens": tokens,
+                "latency_ms": ms,
+            }
+        )
         del calls
     return pd.DataFrame(rows), refused
 
@@ -474,28 +575,36 @@ def collect(config: CollectConfig, out: str | Path) -> Path:
     sweeps = config.sweeps()
     gen = torch.Generator(device=config.device).manual_seed(config.seed)
     timer = _Timer(torch, config.device, config)
-    gemm, refused = _measure_gemm(torch, timer, config.device, sweeps, gen, config.gemm_dtypes)
-    ctx, dec = _measure_attention(torch, timer, config.device, sweeps, gen)
+    ops = set(config.ops)
+    gemm, refused = (
+        _measure_gemm(torch, timer, config.device, sweeps, gen, config.gemm_dtypes)
+        if "gemm" in ops
+        else (None, 0)
+    )
+    ctx, dec = (
+        _measure_attention(torch, timer, config.device, sweeps, gen)
+        if "attention" in ops
+        else (None, None)
+    )
+    moe, moe_refused = (
+        _measure_moe(torch, timer, config.device, sweeps, gen) if "moe" in ops else (None, 0)
+    )
     allreduce = (
         _measure_allreduce(torch, config, sweeps["allreduce_bytes"])
-        if config.world_size > 1
+        if config.world_size > 1 and "allreduce" in ops
         else None
     )
-    ceilings = _ceilings(torch, config, gemm)
+    ceilings = _ceilings(torch, config, gemm) if gemm is not None else {}
     spec = _measured_spec(torch, config, ceilings, allreduce)
 
     version = str(torch.__version__).split("+")[0]
     sys_dir = Path(out) / config.system
     table_dir = sys_dir / "torch" / version
-    written = {
-        "gemm": write_table(gemm, SCHEMAS["gemm"], table_dir / "gemm.parquet"),
-        "context_attention": write_table(
-            ctx, SCHEMAS["context_attention"], table_dir / "context_attention.parquet"
-        ),
-        "generation_attention": write_table(
-            dec, SCHEMAS["generation_attention"], table_dir / "generation_attention.parquet"
-        ),
-    }
+    written = {}
+    tables = {"gemm": gemm, "context_attention": ctx, "generation_attention": dec, "moe": moe}
+    for name, frame in tables.items():
+        if frame is not None and len(frame):
+            written[name] = write_table(frame, SCHEMAS[name], table_dir / f"{name}.parquet")
     comm_label = None
     if allreduce is not None:
         comm_label = (
@@ -517,7 +626,11 @@ def collect(config: CollectConfig, out: str | Path) -> Path:
     provenance = {
         "collected_at": when,
         "tool": "causal-tuner perfdb collect",
-        "config": {**asdict(config), "gemm_dtypes": list(config.gemm_dtypes)},
+        "config": {
+            **asdict(config),
+            "gemm_dtypes": list(config.gemm_dtypes),
+            "ops": list(config.ops),
+        },
         "sweeps": sweeps,
         "torch": str(torch.__version__),
         "device": device_name,
@@ -533,6 +646,8 @@ def collect(config: CollectConfig, out: str | Path) -> Path:
         else "one (CPU)",
         "eager_fallbacks": timer.eager_fallbacks,
         "gemm_points_refused": refused,
+        "moe_points_refused": moe_refused,
+        "ops": list(config.ops),
         "measured_ceilings": ceilings,
         "host": platform.node(),
         "python": platform.python_version(),

@@ -53,3 +53,30 @@ def test_step_model_gemm_sums_match_the_composed_decoder_steps(capsys):
     assert 0.7 < attention < 1.2
     # the step model keeps the additive eager term the check compared
     assert "additive (4 us)" in text
+
+
+def test_collected_h200_moe_layers_bound_the_bundled_tables_from_above(tmp_path, capsys):
+    """The grouped-GEMM MoE layer measured on the H200 is slower than every engine's bundled
+    fused-MoE time and above the bandwidth floor; the bundled times are above the floor too."""
+    check = _load("moe_check")
+    src = BENCH / "results" / "gpu_moe_h200"
+    assert check.main([str(src), "--out", str(tmp_path), "--no-results"]) == 0
+    assert "| seed 1 / seed 0 (graphs) | 49 |" in capsys.readouterr().out
+    df = pd.read_csv(tmp_path / "moe_check.csv")
+    meas = df.latency_ms_moe_graphs_seed0
+    assert (df.latency_ms_moe_graphs_seed1 / meas - 1).abs().median() < 0.05
+    for backend in ("vllm", "sglang", "trtllm"):
+        assert (meas / df[backend]).quantile(0.1) > 1.0
+        assert (df[backend] / df.floor_ms).min() > 1.0
+    assert (meas / df.floor_ms).min() > 1.0
+
+
+def test_moe_floor_counts_the_experts_balanced_routing_reaches():
+    check = _load("moe_check")
+    bw = 1e12
+    # one token reaches topk experts; many tokens reach all of them
+    one = check.floor_ms(1, 1024, 512, 2, 8, 1, "bf16", bw)
+    many = check.floor_ms(10_000, 1024, 512, 2, 8, 1, "bf16", bw)
+    per_expert = 3 * 1024 * 512 * 2 / bw * 1e3
+    assert abs(one - 2 * per_expert) / one < 0.01
+    assert abs(many - 8 * per_expert - 10_000 * 1024 * 4 / bw * 1e3) / many < 0.01

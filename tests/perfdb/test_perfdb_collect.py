@@ -102,3 +102,55 @@ def test_timer_runs_every_input_set_and_needs_iters_calls_at_least():
     assert timer.sets_for(2**20) == 100
     assert timer.sets_for(1) == 256
     assert timer.sets_for(2**30) == 1
+
+
+def test_moe_layer_call_matches_a_per_expert_loop():
+    """The collector's MoE layer computes what a per-expert loop does (gather, two GEMMs with
+    SiLU-and-multiply, weighted scatter), so its timings time that layer."""
+    torch = pytest.importorskip("torch")
+    from perfdb.collector import _moe_calls
+
+    gen = torch.Generator().manual_seed(0)
+    hidden, inter, topk, experts, tp, tokens = 32, 48, 2, 4, 2, 10
+    (call,) = _moe_calls(torch, [hidden, inter, topk, experts, tp], tokens, 1, "cpu", gen)
+    got = call().float()
+    d = call.__defaults__  # (x, w1, w2, offs, src, gate) bound at construction
+    x, w1, w2, offs, src, gate = (t.float() for t in d)
+    local = inter // tp
+    want = torch.zeros_like(x)
+    start = 0
+    for e, end in enumerate(int(o) for o in offs.tolist()):
+        rows = src[start:end].long()
+        h = x[rows] @ w1[e]
+        y = (torch.nn.functional.silu(h[:, :local]) * h[:, local:]) @ w2[e]
+        want.index_add_(0, rows, y * gate[start:end])
+        start = end
+    assert start == tokens * topk
+    assert torch.allclose(got, want, rtol=0.05, atol=0.05 * want.abs().max().item())
+
+
+def test_collect_moe_only_needs_a_known_system(tmp_path):
+    pytest.importorskip("torch")
+    from perfdb import CollectConfig, collect
+
+    with pytest.raises(ValueError, match="add 'gemm' to ops"):
+        CollectConfig(system="my_box", ops=("moe",))
+    with pytest.raises(ValueError, match="subset"):
+        CollectConfig(system="h100_sxm", ops=("moe", "fft"))
+    path = collect(
+        CollectConfig(
+            system="h100_sxm",
+            device="cpu",
+            quick=True,
+            world_size=1,
+            iters=1,
+            repeats=1,
+            ops=("moe",),
+        ),
+        tmp_path,
+    )
+    db = load_system("h100_sxm", backend="torch", root=tmp_path)
+    moe = db.table("moe")
+    assert len(moe) == 6 and (moe.latency_ms > 0).all()
+    assert set(moe.distribution) == {"balanced"}
+    assert (path / "torch").is_dir() and not list((path / "torch").rglob("gemm.parquet"))
