@@ -510,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{_fmt(r['common_aic_ttft'])}%, TPOT {_fmt(r['common_ours_tpot'])}% vs AIC "
             f"{_fmt(r['common_aic_tpot'])}%."
         )
+    lines += _prompt_length_lines(pred)
     reasons = pred.loc[pred["our_status"] != "ok", "our_status"].str.slice(0, 70).value_counts()
     lines.append("\nRows we do not predict, by reason (top 8):\n")
     lines += [f"- {n} x `{reason}`" for reason, n in reasons.head(8).items()]
@@ -518,6 +519,32 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_results:
         write_results(text, "fidelity")
     return 0
+
+
+def _prompt_length_lines(pred: pd.DataFrame) -> list[str]:
+    """Measured / predicted TTFT at light load by prompt length (InferenceX aggregated rows)."""
+    ok = pred[pred["our_status"].eq("ok") & pred["mode"].eq("agg") & (pred["concurrency"] <= 8)]
+    ok = ok[[harness.is_inferencex(r) for _, r in ok.iterrows()]]
+    if ok.empty:
+        return []
+    ratio = ok["silicon_ttft_ms"] / ok["our_ttft_ms"]
+    lines = [
+        "\nTTFT by prompt length at light load (InferenceX aggregated rows, concurrency <= 8): "
+        "measured / predicted TTFT, median [p10, p90] (rows):\n",
+        "| backend | system | ISL 1024 | ISL 8192 |",
+        "|---|---|---|---|",
+    ]
+    for (backend, system), g in ok.groupby(["backend", "system"]):
+        cells = []
+        for isl in (1024, 8192):
+            r = ratio[g.index[g["isl"] == isl]]
+            cells.append(
+                f"{r.median():.2f} [{r.quantile(0.1):.2f}, {r.quantile(0.9):.2f}] ({len(r)})"
+                if len(r)
+                else "-"
+            )
+        lines.append(f"| {backend} | {system} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _measurement_key(pred: pd.DataFrame) -> pd.Series:

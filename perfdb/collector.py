@@ -2,7 +2,7 @@
 
 What is measured (size sweeps below; ``--quick`` uses tiny ones that finish in seconds on a CPU):
 
-- GEMM: ``torch.matmul`` of ``[m, k] x [k, n]`` in bf16;
+- GEMM: ``x @ w.T`` with ``x`` ``[m, k]`` and the weight ``w`` ``[n, k]`` (an engine's linear layer) in bf16;
 - context attention: ``torch.nn.functional.scaled_dot_product_attention`` with ``is_causal``
   over ``isl`` tokens (GQA through ``enable_gqa``);
 - generation attention: SDPA of one query token against ``kv_len`` keys;
@@ -256,14 +256,16 @@ def _randn(torch, shape: tuple[int, ...], device: str, gen):
 
 
 def _gemm_calls(torch, dtype: str, m: int, n: int, k: int, sets: int, device: str, gen):
-    """``sets`` calls of one GEMM on fresh inputs: bf16 ``a @ b``, or fp8 (e4m3, per-tensor
+    """``sets`` calls of one GEMM on fresh inputs: bf16 ``a @ w.T`` with the weight stored
+    ``[n, k]``, the layout of an engine's linear layer (``F.linear``; cuBLAS picks other kernels
+    for ``[k, n]``: 5-10% slower at m >= 1024 on an H200, benchmarks/RESULTS.md), or fp8 (e4m3, per-tensor
     scales, bf16 out) through ``torch._scaled_mm`` (cuBLASLt)."""
     if dtype == "bf16":
         pairs = [
-            (_randn(torch, (m, k), device, gen), _randn(torch, (k, n), device, gen))
+            (_randn(torch, (m, k), device, gen), _randn(torch, (n, k), device, gen))
             for _ in range(sets)
         ]
-        return [lambda a=a, b=b: a @ b for a, b in pairs]
+        return [lambda a=a, w=w: a @ w.t() for a, w in pairs]
     fp8 = torch.float8_e4m3fn
     scale = torch.ones((), device=device, dtype=torch.float32)
     pairs = [

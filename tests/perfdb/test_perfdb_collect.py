@@ -154,3 +154,15 @@ def test_collect_moe_only_needs_a_known_system(tmp_path):
     assert len(moe) == 6 and (moe.latency_ms > 0).all()
     assert set(moe.distribution) == {"balanced"}
     assert (path / "torch").is_dir() and not list((path / "torch").rglob("gemm.parquet"))
+
+
+def test_bf16_gemm_is_timed_in_the_linear_layer_layout():
+    """The weight is stored [n, k] and applied transposed, as F.linear runs an engine's layer."""
+    torch = pytest.importorskip("torch")
+    from perfdb.collector import _gemm_calls
+
+    gen = torch.Generator().manual_seed(0)
+    (call,) = _gemm_calls(torch, "bf16", 3, 5, 7, 1, "cpu", gen)
+    a, w = call.__defaults__
+    assert tuple(w.shape) == (5, 7)
+    assert torch.equal(call(), a @ w.t())
