@@ -60,13 +60,14 @@ SECTION = "## Serving engine: speed and fidelity"
 LOAD_CONCURRENCY = 32
 #: Per backend, fitted by ``--calibrate`` on the calibration half of the aggregated rows (seed 0)
 #: with the front-end latency below: the grid value minimising median TTFT APE + median TPOT APE
-#: (sglang 0: 18.0 + 22.0 against 31.0 + 15.5 at 0.01 and 39.1 + 12.5 at 0.3; trtllm 0.05:
-#: 23.3 + 11.1 against 24.1 + 10.7 at 0.1; vllm 0.1: 15.2 + 7.2 against 16.0 + 7.2 at 0.05; at
-#: commit b5ad7ea; all values in benchmarks/RESULTS.md). It applies to the rows whose client is
+#: (sglang 0: 16.7 + 22.0 against 29.7 + 15.5 at 0.01 and 34.2 + 12.5 at 0.3; trtllm 0.2:
+#: 14.2 + 9.2 against 13.8 + 10.1 at 0.1 and 14.6 + 9.1 at 0.3; vllm 0.1: 14.5 + 7.2 against
+#: 14.5 + 7.2 at 0.05; refitted after TensorRT-LLM's fp8 static input scales, at commit
+#: efc042d + that change; all values in benchmarks/RESULTS.md). It applies to the rows whose client is
 #: not documented; InferenceX rows draw the lengths its client drew (``harness.py``).
 #: SGLang's scheduler does not mix prefill into decode steps, so clients with equal lengths stay
 #: in lock-step: its undocumented rows (H100, H200) fit best that way, at a cost in TPOT.
-CLIENT_LENGTH_JITTER = {"vllm": 0.1, "sglang": 0.0, "trtllm": 0.05}
+CLIENT_LENGTH_JITTER = {"vllm": 0.1, "sglang": 0.0, "trtllm": 0.2}
 #: Per-backend frontend latency (``EngineConfig.frontend_latency_ms``: HTTP, tokenization and
 #: hand-off before the scheduler sees a request), fitted by ``--calibrate`` with the jitter above:
 #: for each backend and jitter, the constant c (grid 0..300 ms, step 5) minimising the median
@@ -74,8 +75,8 @@ CLIENT_LENGTH_JITTER = {"vllm": 0.1, "sglang": 0.0, "trtllm": 0.05}
 #: mechanistically. As the analytical model's fixed TTFT (``benchmarks/fidelity.py``), it belongs to
 #: the client and front end the measurement ran through: one value for InferenceX rows (this
 #: dict) and one for the rows of other sources (:data:`OTHER_SOURCE_FRONTEND_MS`), fitted jointly.
-FRONTEND_LATENCY_MS = {"vllm": 15.0, "sglang": 230.0, "trtllm": 40.0}
-OTHER_SOURCE_FRONTEND_MS = {"vllm": 10.0, "sglang": 155.0, "trtllm": 90.0}
+FRONTEND_LATENCY_MS = {"vllm": 15.0, "sglang": 230.0, "trtllm": 20.0}
+OTHER_SOURCE_FRONTEND_MS = {"vllm": 10.0, "sglang": 155.0, "trtllm": 100.0}
 #: Requests each closed-loop client sends (the measurement's length is not recorded; the first,
 #: synchronized wave weighs less the longer the run). Chosen on 50 calibration-half aggregated
 #: rows with concurrency 32-256 (seed 0, ``random_state=0`` sample): median TTFT APE 57.7% with

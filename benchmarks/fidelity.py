@@ -68,7 +68,7 @@ PREDICTION_COLUMNS = [
 ]  # fmt: skip
 #: Fixed TTFT overhead (ms) of the rows that do not come from InferenceX, per backend (see the
 #: module notes); fitted by ``--calibrate`` on the calibration half with the code's constants.
-OTHER_SOURCE_TTFT_MS: dict[str, float] = {"vllm": 30.0, "sglang": 75.0, "trtllm": 125.0}
+OTHER_SOURCE_TTFT_MS: dict[str, float] = {"vllm": 50.0, "sglang": 75.0, "trtllm": 125.0}
 QUANT = {
     "fp8": "fp8",
     "fp8_block": "fp8_block",
@@ -493,19 +493,26 @@ def main(argv: list[str] | None = None) -> int:
             f"{int(r['common_n'])} | {_fmt(r['common_ours_ttft'])} | {_fmt(r['common_aic_ttft'])} | "
             f"{_fmt(r['common_ours_tpot'])} | {_fmt(r['common_aic_tpot'])} |"
         )
-    for name, s in (
-        ("calibration half", calib),
-        ("held-out half", held),
+    for name, s, part in (
+        ("calibration half", calib, pred["calibration"]),
+        ("held-out half", held, ~pred["calibration"]),
         (
             f"held-out half without the {int(leaked.sum())} rows whose measurement (TTFT and "
             "TPOT to the digit) is also in the calibration half",
             held_clean,
+            ~pred["calibration"] & ~leaked,
         ),
     ):
         r = s.iloc[0]
+        rows_ok = pred[part & pred["our_status"].eq("ok")]
+        ci = {
+            col: _bootstrap_ci(ape(rows_ok[f"our_{col}_ms"], rows_ok[f"silicon_{col}_ms"]))
+            for col in ("ttft", "tpot")
+        }
         lines.append(
             f"\n{name}: ours {int(r['ours_n'])}/{int(r['rows'])} rows, TTFT MdAPE "
-            f"{_fmt(r['ours_ttft_mdape'])}%, TPOT {_fmt(r['ours_tpot_mdape'])}%; on "
+            f"{_fmt(r['ours_ttft_mdape'])}% {ci['ttft']}, TPOT {_fmt(r['ours_tpot_mdape'])}% "
+            f"{ci['tpot']}; on "
             f"{int(r['common_n'])} common rows ours TTFT {_fmt(r['common_ours_ttft'])}% vs AIC "
             f"{_fmt(r['common_aic_ttft'])}%, TPOT {_fmt(r['common_ours_tpot'])}% vs AIC "
             f"{_fmt(r['common_aic_tpot'])}%."
@@ -519,6 +526,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_results:
         write_results(text, "fidelity")
     return 0
+
+
+def _bootstrap_ci(values: pd.Series, n: int = 2000) -> str:
+    """95% bootstrap CI of the median over rows (``numpy.random.default_rng(0)``)."""
+    v = values.dropna().to_numpy(dtype=float)
+    if len(v) == 0:
+        return ""
+    idx = np.random.default_rng(0).integers(0, len(v), size=(n, len(v)))
+    med = np.median(v[idx], axis=1)
+    return f"[95% CI {np.percentile(med, 2.5):.1f}, {np.percentile(med, 97.5):.1f}]"
 
 
 def _prompt_length_lines(pred: pd.DataFrame) -> list[str]:

@@ -8,12 +8,17 @@ an H100. This script:
 
 1. fits the quantization kernel as ``a + 3 m k bytes / (e x memory bandwidth)`` to bundled minus
    bare on the H200 sweep (median absolute log error of bundled - kernel against bare), and
-   checks it on the H100 sweep, which the fit did not see;
+   checks it on the H100 sweep, which the fit did not see; once for the vLLM tables (a static
+   input scale: ``FUSED_INPUT_QUANT``) and once for the TensorRT-LLM tables (its collector loads
+   no input scale, so the layer quantizes dynamically: ``TRTLLM_DYNAMIC_INPUT_QUANT``);
 2. prices silicon_dev.csv with the fp8 GEMMs as the step model does
    (``simulator.step_time.FUSED_INPUT_QUANT``: ``max(bundled - kernel, bundled / 2)`` on the
    GEMMs ``fused_quant_roles`` names: every one under vLLM, ``o_proj`` and, for TensorRT-LLM's
-   Llama decoder layer under TP, ``qkv_proj`` and ``gate_up_proj``) and as the bundled tables
-   say (that term switched off in this process): with the code's constants, and
+   Llama decoder layer under TP, ``qkv_proj`` and ``gate_up_proj``; TensorRT-LLM's other fp8
+   GEMMs swap the dynamic kernel for the static one a ModelOpt checkpoint's input scale gives,
+   ``trtllm_static_input_scales``), as the bundled tables say (both terms switched off in this
+   process) and with only the fused roles (the model before the static-scale swap): with the
+   code's constants, and
    (``--calibrate``, about 5 minutes) with both refitted on the calibration half by
    ``benchmarks/fidelity.py``'s grid search; plus a what-if with every TensorRT-LLM fp8 GEMM
    fused.
@@ -52,13 +57,13 @@ from perfdb import load_system  # noqa: E402
 SWEEPS = {"h200_sxm": "gpu_collect_h200", "h100_sxm": "gpu_collect_h100"}
 
 
-def fp8_points(system: str) -> pd.DataFrame:
+def fp8_points(system: str, backend: str = "vllm") -> pd.DataFrame:
     src = ROOT / "benchmarks" / "results" / SWEEPS[system]
     with tempfile.TemporaryDirectory() as tmp:
         roots = collector_check.unpack(src, Path(tmp))
-        df = collector_check.points(roots, system, "vllm")
+        df = collector_check.points(roots, system, backend)
     df = df[df.op == "gemm fp8"].copy()
-    df["bw"] = load_system(system, backend="vllm").spec.mem_bw_bytes_s
+    df["bw"] = load_system(system, backend=backend).spec.mem_bw_bytes_s
     return df
 
 
@@ -94,6 +99,21 @@ def fused_roles(rule):
 
 def _nothing_fused(backend, model, parallel):
     return frozenset()
+
+
+@contextlib.contextmanager
+def static_scales(rule):
+    """The step model with another ``trtllm_static_input_scales`` rule, in this process."""
+    saved = step_time.trtllm_static_input_scales
+    step_time.trtllm_static_input_scales = rule
+    try:
+        yield
+    finally:
+        step_time.trtllm_static_input_scales = saved
+
+
+def _never_static(backend, model):
+    return False
 
 
 _CODE_RULE = step_time.fused_quant_roles
@@ -137,6 +157,11 @@ def run(calibrate: bool, out: Path) -> dict:
         result[f"{backend}_ttft"] = med(rows_b, "ttft")
         result[f"{backend}_tpot"] = med(rows_b, "tpot")
         result[f"{backend}_rows"] = len(rows_b)
+    trt = fp8[fp8.backend == "trtllm"]
+    result["trtllm_groups"] = {
+        key: (len(g), med(g, "tpot"), float((g.our_tpot_ms / g.silicon_tpot_ms).median()))
+        for key, g in trt.groupby(["system", "model_path"])
+    }
     return result
 
 
@@ -152,20 +177,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     h200, h100 = fp8_points("h200_sxm"), fp8_points("h100_sxm")
     a_us, eff = fit(h200)
+    t200, t100 = fp8_points("h200_sxm", "trtllm"), fp8_points("h100_sxm", "trtllm")
+    ta_us, teff = fit(t200)
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for cal in [False, True] if args.calibrate else [False]:
-            with fused_roles(_nothing_fused):
+            with fused_roles(_nothing_fused), static_scales(_never_static):
                 runs[("bundled fp8 prices", cal)] = run(cal, Path(tmp) / f"base{cal}")
-            runs[("fused quant (the model)", cal)] = run(cal, Path(tmp) / f"fused{cal}")
+            with static_scales(_never_static):
+                runs[("fused roles only", cal)] = run(cal, Path(tmp) / f"roles{cal}")
+            runs[("fused quant and static scales (the model)", cal)] = run(
+                cal, Path(tmp) / f"fused{cal}"
+            )
         # what-if: the kernel taken off every TensorRT-LLM fp8 GEMM, not only the fused roles
         with fused_roles(_all_trtllm_fused):
             runs[("every TensorRT-LLM fp8 GEMM fused (what-if)", False)] = run(
                 False, Path(tmp) / "t"
             )
     none = {s: mdale(d, 0.0, 1e9) for s, d in (("h200", h200), ("h100", h100))}
+    tnone = {s: mdale(d, 0.0, 1e9) for s, d in (("h200", t200), ("h100", t100))}
     code = step_time.FUSED_INPUT_QUANT
-    base, model = "bundled fp8 prices", "fused quant (the model)"
+    tcode = step_time.TRTLLM_DYNAMIC_INPUT_QUANT
+    base, model = "bundled fp8 prices", "fused quant and static scales (the model)"
     lines = [
         "### fp8 GEMMs without the activation-quantization kernel where the engine fuses it",
         "",
@@ -175,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{code.launch_us:g} us and {code.bandwidth_fraction:g}). Bundled minus the kernel "
         "against the bare fp8 GEMM measured there, median absolute log error x 100: H200 "
         f"(fit) {mdale(h200, a_us, eff):.1f} (bundled as is: {none['h200']:.1f}); H100 (held "
-        f"out) {mdale(h100, a_us, eff):.1f} (as is: {none['h100']:.1f}).",
+        f"out) {mdale(h100, a_us, eff):.1f} (as is: {none['h100']:.1f}). TensorRT-LLM's tables, "
+        f"the same fit: launch {ta_us:.2f} us, {teff:.2f} of the bandwidth (the code has "
+        f"{tcode.launch_us:g} us and {tcode.bandwidth_fraction:g}); H200 (fit) "
+        f"{mdale(t200, ta_us, teff):.1f} (as is: {tnone['h200']:.1f}), H100 (held out) "
+        f"{mdale(t100, ta_us, teff):.1f} (as is: {tnone['h100']:.1f}).",
         "",
         "| pricing | constants | held-out TTFT | held-out TPOT | vLLM fp8 rows TTFT "
         "| vLLM fp8 rows TPOT | TensorRT-LLM fp8 rows TTFT | TensorRT-LLM fp8 rows TPOT |",
@@ -195,8 +232,31 @@ def main(argv: list[str] | None = None) -> int:
         "a bf16 input too; its PyTorch backend fuses the quantization only where its source "
         "does (`o_proj`: the attention kernel's fp8 output; `qkv_proj`, `gate_up_proj`: "
         "`LlamaDecoderLayer`'s all-reduce + RMSNorm + quant under TP with hidden size > 4096), "
-        "which the model follows; the what-if row fuses every TensorRT-LLM fp8 GEMM.",
+        "which the model follows. Its collector loads no input scale, so its `FP8QDQLinearMethod` "
+        "quantizes dynamically (`quantize_e4m3_per_tensor`); a ModelOpt fp8 checkpoint's static "
+        "input scale makes the served layers run `static_quantize_e4m3_per_tensor` instead, "
+        "which the model prices as the vLLM kernel (row 'fused quant and static scales'; "
+        "'fused roles only' keeps the dynamic kernel on TensorRT-LLM's unfused GEMMs). The "
+        "what-if row fuses every TensorRT-LLM fp8 GEMM.",
     ]
+    before, after = runs[("fused roles only", False)], runs[(model, False)]
+    lines += [
+        "",
+        "TensorRT-LLM's per-tensor fp8 rows by system and model (constants as in the code): "
+        "TPOT median absolute % error and median predicted / measured, with the table's "
+        "dynamic quantization kept on the unfused GEMMs ('fused roles only') and swapped for "
+        "the static one (the model):",
+        "",
+        "| system | model | rows | fused roles only | the model |",
+        "|---|---|---:|---|---|",
+    ]
+    for key, (n, ape_after, ratio_after) in after["trtllm_groups"].items():
+        _, ape_before, ratio_before = before["trtllm_groups"][key]
+        lines.append(
+            f"| {key[0]} | {key[1]} | {n} | {ape_before:.1f} ({ratio_before:.2f}x) | "
+            f"{ape_after:.1f} ({ratio_after:.2f}x) |"
+        )
+    lines.append("")
     for (variant, cal), r in runs.items():
         if r["constants"] and cal:
             lines.append(f"Refitted constants, {variant}: {r['constants']}.")

@@ -310,7 +310,7 @@ class QueueModel:
 
 #: Fitted by ``benchmarks/fidelity.py --calibrate`` on the calibration half of
 #: silicon_dev.csv (SHA-1 of the row id even); held-out error in benchmarks/RESULTS.md.
-DEFAULT_QUEUE = QueueModel(arrival_cv2=1.0, rounds=6.0)
+DEFAULT_QUEUE = QueueModel(arrival_cv2=0.5, rounds=6.0)
 
 
 @dataclass(frozen=True)

@@ -93,13 +93,17 @@ class EngineOverhead:
 #: rows of the calibration half (its client against the engine's own server on one node), the
 #: rows of other sources getting their own fixed TTFT in the benchmark
 #: (``benchmarks/fidelity.py``'s ``OTHER_SOURCE_TTFT_MS``): the fixed part belongs to the client
-#: and front end, the product default being the direct client of InferenceX's harness.
+#: and front end, the product default being the direct client of InferenceX's harness. All of
+#: them (and the queue constants) were refitted together (``--calibrate``) after TensorRT-LLM's
+#: per-tensor fp8 GEMMs traded the table's dynamic input quantization for the static one
+#: (:data:`TRTLLM_DYNAMIC_INPUT_QUANT`), which moved TPOT: TensorRT-LLM's ``step_ms`` went from
+#: 0.5 to 0 and its ``kernel_scale`` from 0.9 to 1.
 #: ``eager_kernel_us`` is a documented assumption (PyTorch eager launch rate on a modern host
 #: CPU, ~4 us per kernel).
 DEFAULT_OVERHEAD: dict[str, EngineOverhead] = {
-    "vllm": EngineOverhead(step_ms=0.0, kernel_scale=1.1, ttft_ms=30.0, prefill_scale=0.8),
+    "vllm": EngineOverhead(step_ms=0.0, kernel_scale=1.1, ttft_ms=20.0, prefill_scale=0.85),
     "sglang": EngineOverhead(step_ms=0.5, kernel_scale=0.8, ttft_ms=100.0, prefill_scale=1.15),
-    "trtllm": EngineOverhead(step_ms=0.5, kernel_scale=0.9, ttft_ms=30.0, prefill_scale=0.85),
+    "trtllm": EngineOverhead(step_ms=0.0, kernel_scale=1.0, ttft_ms=30.0, prefill_scale=0.75),
 }
 
 
@@ -123,6 +127,17 @@ class InputQuantKernel:
 #: ``benchmarks/fp8_input_quant.py`` on bare fp8 GEMMs measured on an H200, checked on an H100
 #: (``benchmarks/RESULTS.md``).
 FUSED_INPUT_QUANT = InputQuantKernel(2.23, 0.33)
+
+#: The input quantization inside the bundled TensorRT-LLM fp8 GEMM tables. AIConfigurator's
+#: collector (``collector/trtllm/collect_gemm.py``) loads a weight and a weight scale but no input
+#: scale, so TensorRT-LLM's ``FP8QDQLinearMethod`` quantizes each bf16 input dynamically
+#: (``quantize_e4m3_per_tensor``: an amax pass, then the quantization). A served checkpoint with
+#: calibrated input scales (ModelOpt's per-tensor fp8, e.g. ``nvidia/Llama-3.3-70B-Instruct-FP8``
+#: of InferenceX's Llama-70B runs) quantizes statically (``static_quantize_e4m3_per_tensor``,
+#: priced as :data:`FUSED_INPUT_QUANT`) or not at all where the quantization is fused. Fitted by
+#: ``benchmarks/fp8_input_quant.py`` on the TensorRT-LLM table minus the bare fp8 GEMMs measured
+#: on an H200, checked on an H100 (``benchmarks/RESULTS.md``).
+TRTLLM_DYNAMIC_INPUT_QUANT = InputQuantKernel(9.39, 0.40)
 
 #: Decoder-layer classes of TensorRT-LLM's PyTorch backend that fuse the all-reduce, residual
 #: add, RMSNorm and the next GEMM's fp8/nvfp4 input quantization into one kernel
@@ -156,6 +171,14 @@ def fused_quant_roles(
             if parallel.attention_dp == 1:
                 roles.add("gate_up_proj")
     return frozenset(roles)
+
+
+def trtllm_static_input_scales(backend: str, model: ModelSpec) -> bool:
+    """Whether the deployment's per-tensor fp8 GEMMs quantize their inputs with the checkpoint's
+    static scales where the bundled TensorRT-LLM table quantized dynamically
+    (:data:`TRTLLM_DYNAMIC_INPUT_QUANT`): TensorRT-LLM serving a per-tensor fp8 (ModelOpt)
+    checkpoint. A block-fp8 checkpoint (DeepSeek style) quantizes dynamically when served too."""
+    return backend == "trtllm" and model.weight_dtype != "fp8_block"
 
 
 def _geometric_grid(limit: int, ratio: float, exact_below: int = 16) -> np.ndarray:
@@ -262,6 +285,7 @@ class AnalyticalStepModel:
         self._op_ms: dict[Any, float] = {}
         self._fused_roles = fused_quant_roles(backend, model, parallel)
         self._fused_ms: dict[Any, float] = {}
+        self._trtllm_static_scales = trtllm_static_input_scales(backend, model)
         self._token_ms: dict[int, float] = {}
         self._kernels_per_step = 0.0
         self._lm_ms: dict[int, float] = {}
@@ -341,16 +365,25 @@ class AnalyticalStepModel:
         return ms
 
     def _call_ms(self, call: OpCall) -> float:
-        """One call's price: its op's, less the input quantization where the role fuses it."""
+        """One call's price: its op's, with the fp8 input quantization the table times replaced
+        by the one the served engine runs (none where the role fuses it)."""
         op = call.op
-        fused = self._fused_roles is None or call.name in self._fused_roles
-        if not (fused and isinstance(op, GemmOp) and op.dtype == "fp8"):
+        if not (isinstance(op, GemmOp) and op.dtype == "fp8"):
             return self._price(op)
-        ms = self._fused_ms.get(op)
+        fused = self._fused_roles is None or call.name in self._fused_roles
+        if not (fused or self._trtllm_static_scales):
+            return self._price(op)
+        key = (op, fused)
+        ms = self._fused_ms.get(key)
         if ms is None:
             raw = self._price(op)
-            kernel = FUSED_INPUT_QUANT.ms(op.m, op.k, self.spec.mem_bw_bytes_s)
-            ms = self._fused_ms[op] = max(raw - kernel, raw / 2)
+            bw = self.spec.mem_bw_bytes_s
+            if self._trtllm_static_scales:
+                timed = TRTLLM_DYNAMIC_INPUT_QUANT.ms(op.m, op.k, bw)
+                served = 0.0 if fused else FUSED_INPUT_QUANT.ms(op.m, op.k, bw)
+            else:
+                timed, served = FUSED_INPUT_QUANT.ms(op.m, op.k, bw), 0.0
+            ms = self._fused_ms[key] = max(raw - timed + served, raw / 2)
         return ms
 
     def _price_calls(self, calls: list[OpCall], *, skip: frozenset[str] = frozenset()) -> float:

@@ -166,4 +166,21 @@ def test_tensorrt_llm_fuses_the_input_quantization_where_its_decoder_layers_do()
     )
     op = GemmOp(8, 8192, 8192, "fp8")
     assert trt._call_ms(OpCall("gate_up_proj", op, 1)) < trt._call_ms(OpCall("down_proj", op, 1))
-    assert trt._call_ms(OpCall("down_proj", op, 1)) == pytest.approx(trt._price(op))
+    # the table's dynamic quantization (no input scale in the collector) becomes the static one
+    # a ModelOpt fp8 checkpoint's input scale gives, or nothing where the role fuses it
+    from simulator.step_time import FUSED_INPUT_QUANT, TRTLLM_DYNAMIC_INPUT_QUANT
+
+    bw = trt.spec.mem_bw_bytes_s
+    raw = trt._price(op)
+    assert trt._call_ms(OpCall("down_proj", op, 1)) == pytest.approx(
+        raw - TRTLLM_DYNAMIC_INPUT_QUANT.ms(8, 8192, bw) + FUSED_INPUT_QUANT.ms(8, 8192, bw)
+    )
+    assert trt._call_ms(OpCall("gate_up_proj", op, 1)) == pytest.approx(
+        max(raw - TRTLLM_DYNAMIC_INPUT_QUANT.ms(8, 8192, bw), raw / 2)
+    )
+    assert trt._call_ms(OpCall("down_proj", op, 1)) < raw
+    # a block-fp8 checkpoint (DeepSeek) quantizes dynamically when served too: no change
+    ds = AnalyticalStepModel.from_names(
+        "deepseek-ai/DeepSeek-R1", "h200_sxm", dtype="fp8", backend="trtllm", tp=8
+    )
+    assert ds._call_ms(OpCall("down_proj", op, 1)) == pytest.approx(ds._price(op))
