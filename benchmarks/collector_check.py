@@ -71,10 +71,10 @@ KEYS = {
 RUNS = ("graphs_seed0", "graphs_seed1", "eager_seed0")
 
 
-def unpack(src: Path, work: Path) -> dict[str, Path]:
+def unpack(src: Path, work: Path, runs: tuple[str, ...] = RUNS) -> dict[str, Path]:
     """Each run's database root, unpacking ``<run>.tgz`` where no folder ``<run>`` exists."""
     roots = {}
-    for run in RUNS:
+    for run in runs:
         folder, packed = src / run, src / f"{run}.tgz"
         if folder.is_dir():
             roots[run] = folder

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from results_md import write_section  # noqa: E402
+from results_md import emit  # noqa: E402
 
 from perfdb import GemmOp, load_system  # noqa: E402
 
@@ -183,10 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--no-results", action="store_true")
     args = ap.parse_args(argv)
-    text = report()
-    print(text)
-    if not args.no_results:
-        write_section(text, SECTION)
+    emit(report(), SECTION, write=not args.no_results)
     return 0
 
 

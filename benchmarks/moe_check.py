@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -39,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from results_md import write_section  # noqa: E402
+from collector_check import unpack  # noqa: E402
+from results_md import emit  # noqa: E402
 
 from perfdb import MoEOp, load_system  # noqa: E402
 from perfdb.ops import DTYPE_BYTES  # noqa: E402
@@ -71,23 +71,6 @@ DECODE_TOKENS = (1, 8, 32, 128)
 
 def section(system: str) -> str:
     return f"## MoE layers on a GPU ({system}): measured, bundled and the bandwidth floor"
-
-
-def unpack(src: Path, work: Path) -> dict[str, Path]:
-    roots = {}
-    for run in RUNS:
-        folder, packed = src / run, src / f"{run}.tgz"
-        if folder.is_dir():
-            roots[run] = folder
-        elif packed.is_file():
-            dest = work / run
-            dest.mkdir(parents=True)
-            with tarfile.open(packed) as tar:
-                tar.extractall(dest, filter="data")
-            roots[run] = dest
-        else:
-            raise SystemExit(f"error: {src} has neither {run}/ nor {run}.tgz")
-    return roots
 
 
 def floor_ms(
@@ -326,17 +309,14 @@ def main(argv: list[str] | None = None) -> int:
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        roots = unpack(args.src, Path(tmp))
+        roots = unpack(args.src, Path(tmp), RUNS)
         df = points(roots, args.system)
         manifest_path = next((roots[RUNS[0]] / args.system / "torch").glob("*/manifest.yaml"))
         manifest = yaml.safe_load(manifest_path.read_text())
     val = validation_floors(args.system)
     df.to_csv(args.out / "moe_check.csv", index=False)
     plot(df, args.out / "moe_check.png")
-    text = report(df, val, manifest, args)
-    print(text)
-    if not args.no_results:
-        write_section(text, section(args.system))
+    emit(report(df, val, manifest, args), section(args.system), write=not args.no_results)
     return 0
 
 

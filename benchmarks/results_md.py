@@ -32,6 +32,13 @@ def write_section(text: str, section: str, path: Path = RESULTS) -> None:
     path.write_text(body)
 
 
+def emit(text: str, section: str, *, write: bool = True, path: Path = RESULTS) -> None:
+    """Print a benchmark's report and, unless ``write`` is false, make it ``section``."""
+    print(text)
+    if write:
+        write_section(text, section, path)
+
+
 def write_marked_block(text: str, section: str, marker: str, path: Path = RESULTS) -> None:
     """Replace the ``marker`` block inside ``section`` with ``text`` (appended if missing)."""
     doc = _read(path)

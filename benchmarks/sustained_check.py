@@ -21,7 +21,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from results_md import write_section  # noqa: E402
+from results_md import emit  # noqa: E402
 
 SECTION = "## Sustained versus short GEMM throughput on a GPU (does a long prefill run slower?)"
 BUSY_W = 300.0  # power above which a sample counts as under the GEMM load
@@ -97,10 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     src = args.src.resolve()
     rows = [summarize(src, d) for d in ("bf16", "fp8")]
-    text = report(rows, src)
-    print(text)
-    if not args.no_results:
-        write_section(text, SECTION)
+    emit(report(rows, src), SECTION, write=not args.no_results)
     return 0
 
 
