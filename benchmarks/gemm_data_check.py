@@ -105,9 +105,9 @@ def report() -> str:
         "(10240, 8192)}; `x @ w.T` with `w` stored `[n, k]` (bf16), `torch._scaled_mm` with "
         "per-tensor scales (fp8). Weights: random normal, zeros, and `torch.empty` taken first "
         "in a fresh process, never written, as AIConfigurator's vLLM GEMM collector leaves its "
-        "bf16 `RowParallelLinear` weights (`collector/vllm/collect_gemm.py`: no initialisation, "
-        '"TODO, to evaluate random weights impact"). The never-written weights held no non-zero '
-        "element on either GPU. Cells: medians over the four (n, k).",
+        "bf16 `RowParallelLinear` weights (`collector/vllm/collect_gemm.py`: no initialisation; "
+        "its comment leaves the impact of random weights to evaluate). The never-written "
+        "weights held no non-zero element on either GPU. Cells: medians over the four (n, k).",
         "",
     ]
     for system in ("h200", "h100"):

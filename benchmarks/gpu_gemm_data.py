@@ -2,8 +2,8 @@
 
 AIConfigurator's vLLM GEMM collector (``collector/vllm/collect_gemm.py``) builds
 ``RowParallelLinear`` layers and times ``forward`` on a random input without initialising the
-bf16 weights (vLLM allocates them with ``torch.empty``; the collector's own comment reads "TODO,
-to evaluate random weights impact"), so the weights hold whatever fresh device memory holds,
+bf16 weights (vLLM allocates them with ``torch.empty``; the collector's own comment leaves the
+impact of random weights to evaluate), so the weights hold whatever fresh device memory holds,
 typically zeros. A tensor core multiplying zeros draws less power, and a GPU at its power cap then
 clocks higher. This script times ``x @ W.T`` (the ``F.linear`` layout) per shape with three
 weights: random normal, zeros, and ``torch.empty`` taken first in a fresh process (as the
