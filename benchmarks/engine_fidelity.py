@@ -127,6 +127,7 @@ def _pool(
     speculative_tokens: int = 0,
     batch_wait: tuple[int, float] = (0, 0.0),
     attention_dp_balance: int = 0,
+    kv_admission: str = "on_demand",
 ) -> list[Replica]:
     """``count`` replicas of one worker type with vLLM-default budget and memory, and the
     backend's scheduler (SGLang's does not mix prefill into decode steps)."""
@@ -135,6 +136,7 @@ def _pool(
         max_num_batched_tokens=int(budget),
         frontend_latency_ms=float(frontend_ms),
         mixed_batching=MIXED_BATCHING_DEFAULT[model.backend],
+        kv_admission=kv_admission,
         async_scheduling=async_scheduling,
         scheduler_recv_interval=recv_interval,
         speculative_tokens=speculative_tokens,
@@ -207,6 +209,7 @@ def simulate_row(
                 harness.speculative_tokens(row),
                 harness.batch_wait(row),
                 harness.attention_dp_balance(row),
+                harness.kv_admission(row),
             ),
             router="least_loaded",
         )
@@ -225,7 +228,13 @@ def simulate_row(
         # TensorRT-LLM's disaggregated context servers run without the overlap scheduler
         prefill_overlap = overlap and row["backend"] != "trtllm"
         cluster = Cluster(
-            _pool(dm, d_seqs, d_ranks, async_scheduling=overlap),
+            _pool(
+                dm,
+                d_seqs,
+                d_ranks,
+                async_scheduling=overlap,
+                kv_admission=harness.kv_admission(row),
+            ),
             router="least_loaded",
             prefill_replicas=_pool(pm, p_seqs, p_ranks, fe, prefill_overlap),
             kv_transfer=_kv_transfer(pm),

@@ -40,6 +40,14 @@ and the scheduler mode, from the published harness and engine defaults (shared b
   MTP acceptance on its random prompts is artificially high). The H200 MTP and non-MTP keys share
   one image (1.1.0rc2.post2), so H200 rows cannot be told apart and count as non-MTP, as do
   SGLang's (its MTP recipes share the image too) and the disaggregated rows.
+* **KV admission.** TensorRT-LLM's default capacity scheduler (``GUARANTEED_NO_EVICT``) admits a
+  request only when its whole lifetime's KV blocks fit; vLLM V1 admits on the next chunk's
+  blocks and preempts. InferenceX's SGLang recipes (``dsr1_fp8_h200.sh``, ``dsr1_fp8_b200.sh``)
+  pass ``--disable-radix-cache`` and its client ``--ignore-eos``, so SGLang's ``PrefillAdder``
+  takes its ``add_one_req_ignore_eos`` path (a look-ahead that every admitted request can
+  decode to its end); for SGLang rows of other sources, whose launch is not documented, its
+  general path (reserve ``new_token_ratio`` of the remaining output, retract on shortage).
+  See ``simulator.engine.EngineConfig.kv_admission``.
 * **TensorRT-LLM's batching delays.** InferenceX's TensorRT-LLM Llama-3.1-70B scripts
   (``benchmarks/70b_fp8_b200_trt_slurm.sh``, ``70b_fp4_b200_trt_slurm.sh``,
   ``70b_fp8_h200_trt_slurm.sh``) set ``batch_wait_timeout_iters: 20`` and
@@ -58,6 +66,8 @@ from __future__ import annotations
 import re
 
 import pandas as pd
+
+from simulator.engine import KV_ADMISSION_DEFAULT
 
 #: InferenceX's ``RANDOM_RANGE_RATIO`` (lengths uniform in ``[floor(r L), L]``)
 INFERENCEX_RANGE_RATIO = 0.8
@@ -110,6 +120,13 @@ def scheduler_recv_interval(row: pd.Series) -> int:
     if row.get("gemm_quant_mode") == "fp8" and row.get("tp_size") == 4:
         return 10
     return 30 if row["concurrency"] >= 16 else 10
+
+
+def kv_admission(row: pd.Series) -> str:
+    """The engine's KV admission policy for the row (``EngineConfig.kv_admission``)."""
+    if row["backend"] == "sglang" and is_inferencex(row):
+        return "lookahead"
+    return KV_ADMISSION_DEFAULT[row["backend"]]
 
 
 def max_num_batched_tokens(row: pd.Series) -> int:

@@ -53,6 +53,31 @@ PRIORITY_WAKE = 2
 
 SCHEDULING_POLICIES = ("fcfs", "priority")
 
+#: How an engine admits waiting requests against its KV cache (``EngineConfig.kv_admission``).
+KV_ADMISSION_POLICIES = ("on_demand", "reserve", "estimate", "lookahead")
+#: Each backend's default admission: vLLM V1 allocates blocks as requests grow and preempts;
+#: TensorRT-LLM's default capacity scheduler (``GUARANTEED_NO_EVICT``) admits a request only
+#: when the blocks of its whole lifetime fit; SGLang's scheduler reserves an estimate of the
+#: running requests' remaining output and retracts when decoding runs out of blocks.
+KV_ADMISSION_DEFAULT = {"vllm": "on_demand", "trtllm": "reserve", "sglang": "estimate"}
+
+#: SGLang's admission estimate (``python/sglang/srt/environ.py`` and the scheduler's
+#: ``new_token_ratio`` tracker): the share of a running request's remaining output tokens
+#: held back from admission starts at ``SGLANG_INIT_NEW_TOKEN_RATIO``, falls by
+#: ``(init - min) / SGLANG_NEW_TOKEN_RATIO_DECAY_STEPS`` per decode step to ``init x
+#: SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR``, returns to ``init`` when the scheduler idles, and after a
+#: retraction is set to ``(tokens decoded + RETRACT_DECODE_STEPS x requests) / max new tokens``
+#: of the requests left running (at most 1). Remaining outputs count at most
+#: ``SGLANG_CLIP_MAX_NEW_TOKENS`` tokens.
+SGLANG_INIT_NEW_TOKEN_RATIO = 0.7
+SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR = 0.14
+SGLANG_NEW_TOKEN_RATIO_DECAY_STEPS = 600
+SGLANG_RETRACT_DECODE_STEPS = 20
+SGLANG_CLIP_MAX_NEW_TOKENS = 4096
+#: Tokens SGLang keeps free per running request in its ``ignore_eos`` admission check
+#: (``IGNORE_EOS_RESERVE_TOKENS``).
+SGLANG_IGNORE_EOS_RESERVE_TOKENS = 1
+
 #: Per-step jitter of the step time (coefficient of variation). An assumption, not a fit: no
 #: per-step timings of a GPU engine exist in the shared data (see :class:`StepNoise`).
 DEFAULT_STEP_NOISE_CV = 0.03
@@ -292,6 +317,24 @@ class EngineConfig:
         ``enable_balance``): a busy rank takes new prompts in only when a counter of this many
         steps fires, restarting at each release; modelled with the receive window of
         ``scheduler_recv_interval`` (the larger of the two applies). 0: off.
+    kv_admission : {"on_demand", "reserve", "estimate"}
+        How waiting requests are admitted against the KV cache (:data:`KV_ADMISSION_DEFAULT`
+        per backend). ``"on_demand"`` (vLLM V1): a request goes in when its next chunk's
+        blocks are free; running requests take blocks as they grow and, when none are left,
+        the newest is preempted (recomputed later) and nothing new is admitted in that step.
+        ``"reserve"`` (TensorRT-LLM's ``GUARANTEED_NO_EVICT``): a request goes in only when the
+        blocks of its whole prompt and output fit beside the blocks the running requests still
+        need to finish, so nothing is ever preempted; the first request that does not fit
+        blocks the queue. ``"estimate"`` (SGLang): a request goes in when its prompt, its
+        output (at most :data:`SGLANG_CLIP_MAX_NEW_TOKENS`) and one block fit beside a share
+        (``new_token_ratio``, :data:`SGLANG_INIT_NEW_TOKEN_RATIO`) of the running requests'
+        remaining output; when decoding runs out of blocks it retracts the running request
+        with the fewest output tokens (the longest prompt on ties) to the back of the queue.
+        ``"lookahead"`` (SGLang's check for ``ignore_eos`` requests when its radix cache is
+        off): a request goes in only if, with every running request and it decoding to the end
+        and the shortest finishing first, the free tokens never run out. The reservations use
+        the request's output length (with ``ignore_eos`` clients, the ``max_tokens`` the
+        engines reserve for).
     """
 
     max_num_seqs: int = 256
@@ -318,6 +361,7 @@ class EngineConfig:
     batch_wait_iters: int = 0
     batch_wait_tokens_ratio: float = 0.0
     attention_dp_balance_iters: int = 0
+    kv_admission: str = "on_demand"
 
     def __post_init__(self) -> None:
         for name in (
@@ -347,6 +391,11 @@ class EngineConfig:
         if isinstance(lat, bool) or not isinstance(lat, int | float) or not (0.0 <= lat < math.inf):
             raise ValueError(
                 f"EngineConfig.frontend_latency_ms must be finite and >= 0, got {lat!r}"
+            )
+        if self.kv_admission not in KV_ADMISSION_POLICIES:
+            raise ValueError(
+                f"EngineConfig.kv_admission must be one of {KV_ADMISSION_POLICIES}, got "
+                f"{self.kv_admission!r}"
             )
         if self.scheduling_policy not in SCHEDULING_POLICIES:
             raise ValueError(
@@ -564,6 +613,9 @@ class ServingEngine:
         self._holding = False
         self._graph_sizes = config.cuda_graph_sizes
         self._priority = config.scheduling_policy == "priority"
+        # KV admission (EngineConfig.kv_admission) and SGLang's new-token ratio
+        self._admission = config.kv_admission
+        self._token_ratio = SGLANG_INIT_NEW_TOKEN_RATIO
         self._waiting_fifo: deque[Request] = deque()
         self._waiting_heap: list[tuple[int, float, int, Request]] = []
         # asynchronous scheduling: requests that reached the busy engine after the scheduler
@@ -736,12 +788,73 @@ class ServingEngine:
         req.num_computed = 0
         req.num_preemptions += 1
         self.num_preemptions += 1
-        self._push_waiting(req, front=True)
+        # vLLM puts a preempted request back at the head of the queue; SGLang appends a
+        # retracted one
+        self._push_waiting(req, front=self._admission != "estimate")
 
     def _pick_victim(self) -> Request:
         if self._priority:
             return max(self.running, key=lambda r: (r.priority, r.arrival_ms, r.uid))
+        if self._admission == "estimate":  # SGLang: fewest output tokens, then longest prompt
+            return min(self.running, key=lambda r: (r.num_generated, -r.prompt_len, -r.uid))
         return self.running[-1]
+
+    def _lifetime_blocks(self, req: Request) -> int:
+        """Blocks ``req`` holds once its prompt and whole output are in the cache."""
+        return -(-(req.prompt_len + req.output_len + self._draft) // self._bs)
+
+    def _admission_room(self) -> float:
+        """What the waiting queue may use under the ``reserve`` (blocks) and ``estimate``
+        (tokens) policies, before this pass admits anything."""
+        pool, running = self.pool, self.running
+        if self._admission == "reserve":
+            held = sum(max(self._lifetime_blocks(r) - r.num_blocks, 0) for r in running)
+            return pool.available - held
+        if self._admission == "lookahead":  # the running requests enter the simulation
+            return pool.available * self._bs
+        clip, ratio = SGLANG_CLIP_MAX_NEW_TOKENS, self._token_ratio
+        pending = 0.0
+        for r in running:
+            # unfinished prompt chunks, plus the estimated share of the remaining output
+            pending += max(r.num_tokens - r.num_computed - 1, 0)
+            pending += min(r.output_len - r.num_generated, clip) * ratio
+        return pool.available * self._bs - pending
+
+    def _lookahead_fits(self, req: Request, free_tokens: float) -> bool:
+        """SGLang's ``ignore_eos`` admission: with the running requests and ``req`` all decoding
+        to their last token (shortest remaining first, each finished one freeing its tokens),
+        ``free_tokens`` never drops to the reserve."""
+        states = [
+            (r.output_len - r.num_generated, r.prompt_len + r.num_generated)
+            for r in self.running
+            if r.output_len > r.num_generated
+        ]
+        states.append((req.output_len - req.num_generated, req.prompt_len + req.num_generated))
+        states.sort()
+        freed = 0.0
+        n = len(states)
+        for i, (left, occupied) in enumerate(states):
+            alive = n - i
+            if free_tokens + freed - left * alive <= SGLANG_IGNORE_EOS_RESERVE_TOKENS * alive:
+                return False
+            freed += occupied
+        return True
+
+    def _retracted(self) -> None:
+        """SGLang's ratio after a retraction, from the requests still running."""
+        running = self.running
+        if not running:
+            return
+        decoded = sum(r.num_generated for r in running)
+        budget = sum(r.output_len for r in running)
+        self._token_ratio = min(
+            1.0, (decoded + SGLANG_RETRACT_DECODE_STEPS * len(running)) / (budget + 1)
+        )
+
+    def _decay_ratio(self, steps: int) -> None:
+        floor = SGLANG_INIT_NEW_TOKEN_RATIO * SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR
+        step = (SGLANG_INIT_NEW_TOKEN_RATIO - floor) / SGLANG_NEW_TOKEN_RATIO_DECAY_STEPS
+        self._token_ratio = max(self._token_ratio - steps * step, floor)
 
     # ------------------------------------------------------------------ the scheduler
     def _schedule(self, now_ms: float) -> tuple[dict[Request, int], bool]:
@@ -809,6 +922,13 @@ class ServingEngine:
             sched[req] = n_new
             budget -= n_new + drafts
             i = running.index(req) + 1 if self._priority else i + 1
+        if preempted and self._admission == "estimate":
+            self._retracted()
+        room = (
+            self._admission_room()
+            if self._admission != "on_demand" and not preempted and not self._holding
+            else 0.0
+        )
         if not preempted and not self._holding:
             while budget > 0 and len(running) < cfg.max_num_seqs:
                 req = self._peek_waiting()
@@ -830,6 +950,27 @@ class ServingEngine:
                 need = -(-(computed + n_new) // bs) - hits - req.num_blocks
                 if need + hits_evictable > pool.available:
                     break
+                # the policy's room (an idle engine takes the head request in regardless)
+                idle = not (running or sched)
+                if self._admission == "reserve":
+                    # TensorRT-LLM: the whole lifetime's blocks, beside the running requests'
+                    cost = self._lifetime_blocks(req) - hits - req.num_blocks + hits_evictable
+                    if cost > room and not idle:
+                        break
+                    room -= cost
+                elif self._admission == "lookahead":
+                    # SGLang (ignore_eos, no radix cache): everyone decodes to the end
+                    cost = -(-(req.num_tokens - computed) // bs) * bs + hits_evictable * bs
+                    if not idle and not self._lookahead_fits(req, room - cost):
+                        break
+                    room -= cost
+                elif self._admission == "estimate":
+                    # SGLang: prompt + clipped output + one page, against the estimated room
+                    out = min(req.output_len - req.num_generated, SGLANG_CLIP_MAX_NEW_TOKENS)
+                    extend = req.num_tokens - computed
+                    if extend + out + bs >= room - hits_evictable * bs and not idle:
+                        break
+                    room -= -(-extend // bs) * bs + bs + out + hits_evictable * bs
                 self._pop_waiting()
                 if req.num_computed == 0:
                     self.prefix_queries_tokens += req.num_tokens
@@ -977,6 +1118,7 @@ class ServingEngine:
             arrived = False
         if not sched:
             self._busy = False
+            self._token_ratio = SGLANG_INIT_NEW_TOKEN_RATIO  # SGLang resets it when idle
             if self.running or self.num_waiting:
                 # reject_reason() and the scheduler's invariants rule this out; never strand work
                 raise RuntimeError(
@@ -1041,6 +1183,8 @@ class ServingEngine:
             noise = self._noise(1)
             end_ms = now_ms + (t0 if noise is None else t0 * float(noise[0]))
         n_prefill_tokens = sum(sched.values()) - n_dec
+        if self._admission == "estimate" and n_dec and not preempted:
+            self._decay_ratio(steps)
         if self._holding:
             self._wait_count += steps
         # SGLang's receive skipper counts decode steps; after prefill work it receives at once
