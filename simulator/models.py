@@ -73,6 +73,11 @@ class ModelSpec:
     mtp_layers : int
         Multi-token-prediction modules the checkpoint ships (``num_nextn_predict_layers``,
         DeepSeek-V3's draft head for speculative decoding; 0 when none).
+    qk_norm_across_heads : bool
+        Query and key RMS-normalised over all heads together rather than per head
+        (MiniMax-M2's ``use_qk_norm`` with ``qk_norm_type: per_layer``): under tensor
+        parallelism the ranks all-reduce the norms' variances in every layer (vLLM's
+        ``MiniMaxText01RMSNormTP.forward_qk``).
     """
 
     name: str
@@ -99,6 +104,7 @@ class ModelSpec:
     tie_word_embeddings: bool = False
     weight_dtype: str = "bf16"
     mtp_layers: int = 0
+    qk_norm_across_heads: bool = False
 
     def __post_init__(self) -> None:
         for field_name in ("num_layers", "hidden_size", "vocab_size", "num_heads", "num_kv_heads"):
@@ -332,6 +338,8 @@ def parse_config(cfg: dict, name: str) -> ModelSpec:
             num_dense_layers=len(mlp_only),
             sliding_window=window if num_sliding else 0,
             num_sliding_layers=num_sliding if window else 0,
+            qk_norm_across_heads=bool(cfg.get("use_qk_norm"))
+            and cfg.get("qk_norm_type") == "per_layer",
         )
     except (TypeError, KeyError) as exc:
         raise ValueError(f"model {name!r}: malformed config.json ({exc})") from exc

@@ -132,6 +132,10 @@ def token_ops(
         calls.append(OpCall("o_proj", GemmOp(t, h, o_k, gemm_dtype), counts.layers))
     if tp > 1:
         calls.append(OpCall("attn_allreduce", AllReduceOp(act_bytes, tp, "bf16"), counts.layers))
+        if model.qk_norm_across_heads:  # the q and k variances, one fp32 each per token
+            calls.append(
+                OpCall("qk_norm_allreduce", AllReduceOp(t * 2 * 4, tp, "bf16"), counts.layers)
+            )
 
     if counts.dense_ffn_layers:
         inter = model.intermediate_size // tp

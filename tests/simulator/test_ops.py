@@ -79,3 +79,21 @@ def test_sliding_window_layers_get_their_own_attention_op():
 def test_decompose_rejects_empty_batch():
     with pytest.raises(ValueError, match="no tokens"):
         decompose_step(load_model("Qwen/Qwen3-8B"), ParallelConfig(), BF16, BatchShape())
+
+
+def test_minimax_qk_norm_all_reduces_its_variances_under_tp_only():
+    """MiniMax-M2 normalises q and k over all heads: under TP the ranks all-reduce two fp32
+    variances per token in every layer (vLLM's MiniMaxText01RMSNormTP.forward_qk)."""
+    minimax = load_model("MiniMaxAI/MiniMax-M2.5")
+    assert minimax.qk_norm_across_heads
+    assert not load_model("Qwen/Qwen3-32B").qk_norm_across_heads  # per-head q/k norm
+    prec = Precision("fp8", "fp8_block", "fp8")
+
+    def qk(tp):
+        calls = token_ops(minimax, ParallelConfig(tp=tp), prec, 64, 64)
+        return [c for c in calls if c.name == "qk_norm_allreduce"]
+
+    assert qk(1) == []
+    (call,) = qk(4)
+    assert call.op.message_bytes == 64 * 2 * 4 and call.op.num_gpus == 4
+    assert call.count == minimax.num_layers
