@@ -61,10 +61,11 @@ LOAD_CONCURRENCY = 32
 #: Per backend, fitted by ``--calibrate`` on the calibration half of the aggregated rows (seed 0)
 #: with the front-end latency below: the grid value minimising median TTFT APE + median TPOT APE
 #: (sglang 0: 16.7 + 22.0 against 29.7 + 15.5 at 0.01 and 34.2 + 12.5 at 0.3; trtllm 0.2:
-#: 14.2 + 9.2 against 13.8 + 10.1 at 0.1 and 14.6 + 9.1 at 0.3; vllm 0.1: 14.5 + 7.2 against
-#: 14.5 + 7.2 at 0.05; refitted after TensorRT-LLM's fp8 static input scales, at commit
-#: efc042d + that change; all values in benchmarks/RESULTS.md). It applies to the rows whose client is
-#: not documented; InferenceX rows draw the lengths its client drew (``harness.py``).
+#: 13.9 + 9.1 against 13.7 + 9.5 at 0.1 and 14.6 + 9.1 at 0.3; vllm 0.1: 14.0 + 7.2 against
+#: 14.5 + 7.2 at 0.05; refitted after the engines' KV admission policies and MiniMax-M2's QK-norm
+#: all-reduce, at commit 7d1c695 + that change; all values in benchmarks/RESULTS.md). It applies to
+#: the rows whose client is not documented; InferenceX rows draw the lengths its client drew
+#: (``harness.py``).
 #: SGLang's scheduler does not mix prefill into decode steps, so clients with equal lengths stay
 #: in lock-step: its undocumented rows (H100, H200) fit best that way, at a cost in TPOT.
 CLIENT_LENGTH_JITTER = {"vllm": 0.1, "sglang": 0.0, "trtllm": 0.2}
@@ -76,7 +77,7 @@ CLIENT_LENGTH_JITTER = {"vllm": 0.1, "sglang": 0.0, "trtllm": 0.2}
 #: the client and front end the measurement ran through: one value for InferenceX rows (this
 #: dict) and one for the rows of other sources (:data:`OTHER_SOURCE_FRONTEND_MS`), fitted jointly.
 FRONTEND_LATENCY_MS = {"vllm": 15.0, "sglang": 230.0, "trtllm": 20.0}
-OTHER_SOURCE_FRONTEND_MS = {"vllm": 10.0, "sglang": 155.0, "trtllm": 100.0}
+OTHER_SOURCE_FRONTEND_MS = {"vllm": 15.0, "sglang": 155.0, "trtllm": 100.0}
 #: Requests each closed-loop client sends (the measurement's length is not recorded; the first,
 #: synchronized wave weighs less the longer the run). Chosen on 50 calibration-half aggregated
 #: rows with concurrency 32-256 (seed 0, ``random_state=0`` sample): median TTFT APE 57.7% with
