@@ -33,6 +33,7 @@ import argparse
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -83,6 +84,21 @@ OTHER_SOURCE_FRONTEND_MS = {"vllm": 15.0, "sglang": 155.0, "trtllm": 100.0}
 #: rows with concurrency 32-256 (seed 0, ``random_state=0`` sample): median TTFT APE 57.7% with
 #: 4 requests per client, 29.5% with 10 (with the constants of that time, jitter 0.3).
 REQUESTS_PER_CLIENT = 10
+#: The engine's own step constants per backend, ``(kernel_scale, prefill_step_scale)``
+#: (``simulator.step_time.EngineOverhead``), fitted by ``--calibrate`` on the calibration half
+#: before the jitter and front end: the grid point minimising median TTFT APE (with the additive
+#: front ends that minimise it) + median TPOT APE. The analytical estimate fits its own
+#: ``kernel_scale`` and ``prefill_scale`` (``benchmarks/fidelity.py``) against its closed-form
+#: queue; the engine simulates the queue and prices each step, so what the two constants stand
+#: in for (kernels and overlap in a serving step against the isolated tables) is fitted for it
+#: on its own.
+ENGINE_SCALES = {
+    "vllm": (1.1, 1.0),
+    "sglang": (0.8, 1.0),
+    "trtllm": (1.0, 1.0),
+}
+KERNEL_SCALE_STEPS = (-0.1, 0.0, 0.1, 0.2)  # added to the analytical estimate's kernel_scale
+PREFILL_STEP_GRID = (1.0, 1.1, 1.2, 1.3, 1.4)
 JITTER_GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
 GROUP_KEYS = [
     "model_path",
@@ -179,14 +195,25 @@ def simulate_row(
     jitter: float | None = None,
     frontend: dict[str, float] | None = None,
     frontend_other: dict[str, float] | None = None,
+    scales: dict[str, tuple[float, float]] | None = None,
 ) -> tuple[float, float, int]:
     """Closed-loop simulation of one row: (mean TTFT ms, mean TPOT ms, preemptions).
+
+    ``scales`` maps a backend to the engine's ``(kernel_scale, prefill_step_scale)``
+    (:data:`ENGINE_SCALES` when omitted).
 
     Aggregated rows: one replica per attention-DP rank, least-loaded routing. Disaggregated
     rows: a prefill pool (``prefill_num_workers`` x its attention-DP ranks) and a decode pool,
     KV hand-off priced as in the analytical model.
     """
     is_moe = load_model(row["model_path"]).is_moe
+    kernel, prefill = (ENGINE_SCALES if scales is None else scales)[row["backend"]]
+
+    def engine_model(par):
+        model = predictor.step_model(row, par)
+        ov = replace(model.overhead, kernel_scale=kernel, prefill_step_scale=prefill)
+        return model.with_overhead(ov)
+
     conc = int(row["concurrency"])
     if harness.is_inferencex(row):
         fe_table = FRONTEND_LATENCY_MS if frontend is None else frontend
@@ -200,7 +227,7 @@ def simulate_row(
         seqs = int(row["batch_size"]) if np.isfinite(row["batch_size"]) else -(-conc // ranks)
         cluster = Cluster(
             _pool(
-                predictor.step_model(row, par),
+                engine_model(par),
                 seqs,
                 ranks,
                 fe,
@@ -217,7 +244,7 @@ def simulate_row(
     else:
         p_par = analytical_fidelity._layout(row, "prefill_", moe=is_moe)
         d_par = analytical_fidelity._layout(row, "decode_", moe=is_moe)
-        pm, dm = predictor.step_model(row, p_par), predictor.step_model(row, d_par)
+        pm, dm = engine_model(p_par), engine_model(d_par)
         p_ranks = int(row["prefill_num_workers"]) * p_par.attention_dp
         d_ranks = int(row["decode_num_workers"]) * d_par.attention_dp
         d_seqs = (
@@ -343,6 +370,65 @@ def _plot(frame: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def _score(grp: pd.DataFrame, sim_ttft: pd.Series, sim_tpot: pd.Series) -> tuple:
+    """``(TTFT APE + TPOT APE, front end of InferenceX rows, of other rows, TTFT APE, TPOT
+    APE)``: the additive front ends (0..300 ms by 5) that minimise the median TTFT APE of the
+    engine's TTFT at front end 0, and the median TPOT APE (which the front end does not touch).
+    """
+    ix = np.array([harness.is_inferencex(grp.loc[i]) for i in grp.index], dtype=bool)
+    truth = grp["silicon_ttft_ms"].to_numpy(dtype=float)
+    sim = sim_ttft.to_numpy(dtype=float)
+    cs = np.arange(0, 301, 5, dtype=float)
+    best = (np.inf, 0.0, 0.0)
+    for c_ix in cs:
+        guess = sim[None, :] + np.where(ix[None, :], c_ix, cs[:, None])
+        scores = np.nanmedian(np.abs(guess - truth) / truth * 100, axis=1)
+        k = int(np.nanargmin(scores))
+        if scores[k] < best[0]:
+            best = (float(scores[k]), float(c_ix), float(cs[k]))
+    tp = float(np.nanmedian(ape(sim_tpot, grp["silicon_tpot_ms"])))
+    return (best[0] + tp, best[1], best[2], best[0], tp)
+
+
+def _simulate_chunk(args: tuple) -> list[tuple]:
+    chunk, jitter, scales = args
+    predictor = analytical_fidelity.Predictor(dict(DEFAULT_OVERHEAD), DEFAULT_QUEUE)
+    zero = {b: 0.0 for b in FRONTEND_LATENCY_MS}
+    out = []
+    for idx, row in chunk.iterrows():
+        try:
+            t, tp, _ = simulate_row(row, predictor, 0, jitter[row["backend"]], zero, zero, scales)
+        except ValueError:
+            t, tp = np.nan, np.nan
+        out.append((idx, t, tp))
+    return out
+
+
+def _simulate_many(
+    rows: pd.DataFrame,
+    jitter: dict[str, float],
+    scales: dict[str, tuple[float, float]],
+    reuse: pd.Series | None = None,
+    reuse_tpot: pd.Series | None = None,
+    workers: int = 2,
+) -> tuple[pd.Series, pd.Series]:
+    """Engine TTFT and TPOT (front end 0, seed 0) of ``rows`` in ``workers`` processes; the rows
+    whose lengths do not use the jitter (InferenceX's) are taken from ``reuse`` when given."""
+    ttft = pd.Series(np.nan, index=rows.index)
+    tpot = pd.Series(np.nan, index=rows.index)
+    todo = rows
+    if reuse is not None:
+        ix = np.array([harness.is_inferencex(rows.loc[i]) for i in rows.index], dtype=bool)
+        ttft[ix], tpot[ix] = reuse[rows.index[ix]], reuse_tpot[rows.index[ix]]
+        todo = rows[~ix]
+    chunks = [(todo.iloc[k::workers], jitter, scales) for k in range(workers)]
+    with ProcessPoolExecutor(workers) as pool:
+        for part in pool.map(_simulate_chunk, chunks):
+            for idx, t, tp in part:
+                ttft[idx], tpot[idx] = t, tp
+    return ttft, tpot
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--limit", type=int, default=None, help="random subset of rows (seeded)")
@@ -375,44 +461,50 @@ def main(argv: list[str] | None = None) -> int:
     calib_lines: list[str] = []
     frontend = dict(FRONTEND_LATENCY_MS)
     frontend_other = dict(OTHER_SOURCE_FRONTEND_MS)
+    scales = dict(ENGINE_SCALES)
     if args.calibrate:
         cal = agg[agg["calibration"] & agg["mode"].eq("agg")]
-        zero = {b: 0.0 for b in FRONTEND_LATENCY_MS}
+        # stage 1: the engine's step constants, at the current jitter
+        grid = [(dk, ps) for dk in KERNEL_SCALE_STEPS for ps in PREFILL_STEP_GRID]
+        per_scale: dict[str, dict[tuple[float, float], tuple]] = {b: {} for b in ENGINE_SCALES}
+        for dk, ps in tqdm(grid, desc="calibrate engine scales", leave=False):
+            trial = {
+                b: (round(DEFAULT_OVERHEAD[b].kernel_scale + dk, 3), ps) for b in ENGINE_SCALES
+            }
+            ttft, tpot = _simulate_many(cal, jitter, trial)
+            for backend, grp in cal.groupby("backend"):
+                fit = _score(grp, ttft[grp.index], tpot[grp.index])
+                per_scale[backend][trial[backend]] = fit
+        scale_fits = []
+        for backend, fits_b in per_scale.items():
+            if not fits_b:
+                continue
+            best = min(fits_b, key=lambda k: fits_b[k][0])
+            scales[backend] = best
+            scale_fits.append(
+                f"{backend}: "
+                + ", ".join(
+                    f"{k[0]:g} / {k[1]:g}: {v[3]:.1f} + {v[4]:.1f}" for k, v in fits_b.items()
+                )
+                + f" -> {best[0]:g} / {best[1]:g}"
+            )
+        # stage 2: the client jitter and the front end, with those constants
         ttfts, tpots = {}, {}
-        for k, j in enumerate(JITTER_GRID):
-            ttft = pd.Series(np.nan, index=cal.index)
-            tpot = pd.Series(np.nan, index=cal.index)
-            for idx in tqdm(cal.index, desc=f"calibrate jitter={j}", leave=False):
-                if k and harness.is_inferencex(cal.loc[idx]):  # lengths do not use the jitter
-                    ttft[idx], tpot[idx] = ttfts[JITTER_GRID[0]][idx], tpots[JITTER_GRID[0]][idx]
-                    continue
-                try:
-                    ttft[idx], tpot[idx], _ = simulate_row(
-                        cal.loc[idx], predictor, 0, j, zero, zero
-                    )
-                except ValueError:
-                    continue
-            ttfts[j], tpots[j] = ttft, tpot
+        for j in JITTER_GRID:
+            trial_j = {b: j for b in ENGINE_SCALES}
+            ttfts[j], tpots[j] = _simulate_many(
+                cal,
+                trial_j,
+                scales,
+                reuse=ttfts.get(JITTER_GRID[0]),
+                reuse_tpot=tpots.get(JITTER_GRID[0]),
+            )
         fits = []
         for backend, grp in cal.groupby("backend"):
             # per jitter: the additive front-end latencies (InferenceX rows, other rows) that
             # best fit TTFT, then the score TTFT error (with them) + TPOT error (which the front
             # end does not touch)
-            ix = np.array([harness.is_inferencex(grp.loc[i]) for i in grp.index], dtype=bool)
-            truth = grp["silicon_ttft_ms"].to_numpy(dtype=float)
-            cs = np.arange(0, 301, 5, dtype=float)
-            per_j = {}
-            for j in JITTER_GRID:
-                sim = ttfts[j][grp.index].to_numpy(dtype=float)
-                best_c = (np.inf, 0.0, 0.0)
-                for c_ix in cs:
-                    guess = sim[None, :] + np.where(ix[None, :], c_ix, cs[:, None])
-                    scores = np.nanmedian(np.abs(guess - truth) / truth * 100, axis=1)
-                    k = int(np.nanargmin(scores))
-                    if scores[k] < best_c[0]:
-                        best_c = (float(scores[k]), float(c_ix), float(cs[k]))
-                tp = float(np.nanmedian(ape(tpots[j][grp.index], grp["silicon_tpot_ms"])))
-                per_j[j] = (best_c[0] + tp, best_c[1], best_c[2], best_c[0], tp)
+            per_j = {j: _score(grp, ttfts[j][grp.index], tpots[j][grp.index]) for j in JITTER_GRID}
             best = min(per_j, key=lambda j: per_j[j][0])
             jitter[backend] = best
             frontend[backend], frontend_other[backend] = per_j[best][1], per_j[best][2]
@@ -425,8 +517,14 @@ def main(argv: list[str] | None = None) -> int:
                 + f" -> jitter {best:g}, {frontend[backend]:g} / {frontend_other[backend]:g} ms"
             )
         calib_lines = [
-            f"Calibration on the calibration half ({len(cal)} aggregated rows, seed 0), per "
-            "backend and `CLIENT_LENGTH_JITTER` value: median TTFT APE (with the additive "
+            f"Calibration on the calibration half ({len(cal)} aggregated rows, seed 0). First the "
+            "engine's step constants per backend, `kernel_scale / prefill_step_scale` (the "
+            "analytical estimate's `kernel_scale` plus "
+            f"{', '.join(f'{d:+g}' for d in KERNEL_SCALE_STEPS)}; prefill step scale "
+            f"{', '.join(f'{p:g}' for p in PREFILL_STEP_GRID)}), at the jitter in the script: "
+            "median TTFT APE (with the additive front ends that minimise it) + median TPOT APE, "
+            "the smallest sum kept: " + "; ".join(scale_fits) + ". Then, per backend and "
+            "`CLIENT_LENGTH_JITTER` value: median TTFT APE (with the additive "
             "`frontend_latency_ms` values, InferenceX rows / other rows, that minimise it) + median "
             "TPOT APE; the smallest sum is kept: " + "; ".join(fits) + ".",
             "",
@@ -442,7 +540,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             runs = [
                 simulate_row(
-                    row, predictor, seed, jitter.get(row["backend"], 0.0), frontend, frontend_other
+                    row,
+                    predictor,
+                    seed,
+                    jitter.get(row["backend"], 0.0),
+                    frontend,
+                    frontend_other,
+                    scales,
                 )
                 for seed in range(args.seeds)
             ]
@@ -545,7 +649,11 @@ def main(argv: list[str] | None = None) -> int:
             "disaggregated rows: prefill and decode pools of the row's workers, KV hand-off priced "
             "as the analytical model prices it, TTFT including it. Cells: median "
             "absolute % error of mean TTFT / TPOT vs silicon, [95% bootstrap CI over rows]. "
-            "Same step model (calibrated overhead of `benchmarks/fidelity.py`) for both; AIConfigurator "
+            "Same kernel tables and step model for both; the engine with its own "
+            "`kernel_scale / prefill_step_scale` ("
+            + ", ".join(f"{b} {k:g} / {p:g}" for b, (k, p) in sorted(scales.items()))
+            + "; fitted by `--calibrate`), the analytical estimate with the constants of "
+            "`benchmarks/fidelity.py`; AIConfigurator "
             "columns are on the subset of rows it predicts.",
             "",
             *calib_lines,

@@ -56,6 +56,11 @@ class EngineOverhead:
         compute bound (large GEMMs, context attention) and its engine path (chunk scheduling,
         first-token sampling and streaming) departs from perfdb's isolated kernels by a
         different factor. 1 = as the decode-fitted step model says.
+    prefill_step_scale : float
+        Multiplier on the prefill part of a step's kernel time (the step's time less that of
+        its decodes alone) when steps are priced one by one (:meth:`AnalyticalStepModel.step_time_ms`,
+        the serving engine's path). The engine's counterpart of ``prefill_scale``: the
+        analytical estimates apply ``prefill_scale`` to their whole TTFT and leave this at 1.
     """
 
     step_ms: float = 0.0
@@ -63,6 +68,7 @@ class EngineOverhead:
     kernel_scale: float = 1.0
     ttft_ms: float = 0.0
     prefill_scale: float = 1.0
+    prefill_step_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if (
@@ -71,9 +77,11 @@ class EngineOverhead:
             or self.ttft_ms < 0
             or not self.kernel_scale > 0
             or not self.prefill_scale > 0
+            or not self.prefill_step_scale > 0
         ):
             raise ValueError(
-                f"EngineOverhead values must be >= 0 (kernel_scale, prefill_scale > 0), got {self}"
+                "EngineOverhead values must be >= 0 (kernel_scale, prefill_scale, "
+                f"prefill_step_scale > 0), got {self}"
             )
 
 
@@ -604,7 +612,21 @@ class AnalyticalStepModel:
     def step_time_ms(self, batch: BatchShape) -> float:
         """Wall time of one step: all pipeline stages in sequence, plus engine overhead and,
         without a CUDA graph, kernel-launch gaps."""
-        ms = self.stage_time_ms(batch) * self.parallel.pp * self.overhead.kernel_scale
+        stage = self.stage_time_ms(batch)
+        scale = self.overhead.prefill_step_scale
+        if scale != 1.0 and len(batch.prefill_new_tokens):
+            decodes = (
+                self.stage_time_ms(
+                    BatchShape(
+                        decode_context_tokens=batch.decode_context_tokens,
+                        draft_tokens=batch.draft_tokens,
+                    )
+                )
+                if len(batch.decode_context_tokens)
+                else 0.0
+            )
+            stage = decodes + scale * (stage - decodes)
+        ms = stage * self.parallel.pp * self.overhead.kernel_scale
         ms += self.overhead.step_ms
         if batch.cuda_graph_batch is None:
             self.token_time_ms(1)  # ensures the kernel count is known

@@ -184,3 +184,31 @@ def test_tensorrt_llm_fuses_the_input_quantization_where_its_decoder_layers_do()
         "deepseek-ai/DeepSeek-R1", "h200_sxm", dtype="fp8", backend="trtllm", tp=8
     )
     assert ds._call_ms(OpCall("down_proj", op, 1)) == pytest.approx(ds._price(op))
+
+
+def test_prefill_step_scale_multiplies_only_the_prefill_part_of_a_step(llama):
+    scaled = llama.with_overhead(EngineOverhead(prefill_step_scale=1.25))
+    base = llama.with_overhead(EngineOverhead())
+    decodes = BatchShape(decode_context_tokens=np.full(16, 900, dtype=np.int64))
+    mixed = BatchShape(
+        prefill_new_tokens=np.array([700], dtype=np.int64),
+        prefill_context_tokens=np.array([300], dtype=np.int64),
+        decode_context_tokens=np.full(16, 900, dtype=np.int64),
+    )
+    prompt = BatchShape(
+        prefill_new_tokens=np.array([2048], dtype=np.int64),
+        prefill_context_tokens=np.array([0], dtype=np.int64),
+    )
+    assert scaled.step_time_ms(decodes) == pytest.approx(base.step_time_ms(decodes))
+    # kernels of the prompt scaled; launch gaps and step overhead not
+    grown = base.step_time_ms(prompt) + 0.25 * base.stage_time_ms(prompt)
+    assert scaled.step_time_ms(prompt) == pytest.approx(grown, rel=1e-9)
+    dec, both = base.stage_time_ms(decodes), base.stage_time_ms(mixed)
+    expected = base.step_time_ms(mixed) + 0.25 * (both - dec)
+    assert scaled.step_time_ms(mixed) == pytest.approx(expected, rel=1e-9)
+    # the analytical estimates' fast path does not use it
+    assert scaled.mixed_step_ms(700, 300, 16, 900) == pytest.approx(
+        base.mixed_step_ms(700, 300, 16, 900)
+    )
+    with pytest.raises(ValueError, match="prefill_step_scale"):
+        EngineOverhead(prefill_step_scale=0.0)
