@@ -51,7 +51,7 @@ from simulator.cluster import Cluster, KVTransfer, Replica
 from simulator.engine import DEFAULT_RUN_NOISE_CV, EngineConfig
 from simulator.memory import kv_bytes_per_token
 from simulator.models import load_model
-from simulator.step_time import DEFAULT_OVERHEAD
+from simulator.step_time import DEFAULT_OVERHEAD, ENGINE_STEP_SCALES
 from simulator.workloads import LengthDistribution
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,15 +61,15 @@ SECTION = "## Serving engine: speed and fidelity"
 LOAD_CONCURRENCY = 32
 #: Per backend, fitted by ``--calibrate`` on the calibration half of the aggregated rows (seed 0)
 #: with the front-end latency below: the grid value minimising median TTFT APE + median TPOT APE
-#: (sglang 0: 16.7 + 22.0 against 29.7 + 15.5 at 0.01 and 34.2 + 12.5 at 0.3; trtllm 0.2:
-#: 13.9 + 9.1 against 13.7 + 9.5 at 0.1 and 14.6 + 9.1 at 0.3; vllm 0.1: 14.0 + 7.2 against
-#: 14.5 + 7.2 at 0.05; refitted after the engines' KV admission policies and MiniMax-M2's QK-norm
-#: all-reduce, at commit 7d1c695 + that change; all values in benchmarks/RESULTS.md). It applies to
+#: (sglang 0: 12.9 + 14.6 against 26.7 + 15.1 at 0.01 and 32.6 + 20.6 at 0.3; trtllm 0.2:
+#: 13.9 + 9.1 against 13.7 + 9.5 at 0.1 and 14.6 + 9.1 at 0.3; vllm 0.3: 11.6 + 7.5 against
+#: 11.6 + 7.5 at 0.1 and 12.3 + 7.6 at 0.05, a near-tie; refitted with the engine's own step
+#: constants, at commit 57e7421; all values in benchmarks/RESULTS.md). It applies to
 #: the rows whose client is not documented; InferenceX rows draw the lengths its client drew
 #: (``harness.py``).
 #: SGLang's scheduler does not mix prefill into decode steps, so clients with equal lengths stay
 #: in lock-step: its undocumented rows (H100, H200) fit best that way, at a cost in TPOT.
-CLIENT_LENGTH_JITTER = {"vllm": 0.1, "sglang": 0.0, "trtllm": 0.2}
+CLIENT_LENGTH_JITTER = {"vllm": 0.3, "sglang": 0.0, "trtllm": 0.2}
 #: Per-backend frontend latency (``EngineConfig.frontend_latency_ms``: HTTP, tokenization and
 #: hand-off before the scheduler sees a request), fitted by ``--calibrate`` with the jitter above:
 #: for each backend and jitter, the constant c (grid 0..300 ms, step 5) minimising the median
@@ -77,26 +77,18 @@ CLIENT_LENGTH_JITTER = {"vllm": 0.1, "sglang": 0.0, "trtllm": 0.2}
 #: mechanistically. As the analytical model's fixed TTFT (``benchmarks/fidelity.py``), it belongs to
 #: the client and front end the measurement ran through: one value for InferenceX rows (this
 #: dict) and one for the rows of other sources (:data:`OTHER_SOURCE_FRONTEND_MS`), fitted jointly.
-FRONTEND_LATENCY_MS = {"vllm": 15.0, "sglang": 230.0, "trtllm": 20.0}
-OTHER_SOURCE_FRONTEND_MS = {"vllm": 15.0, "sglang": 155.0, "trtllm": 100.0}
+FRONTEND_LATENCY_MS = {"vllm": 10.0, "sglang": 105.0, "trtllm": 20.0}
+OTHER_SOURCE_FRONTEND_MS = {"vllm": 20.0, "sglang": 60.0, "trtllm": 100.0}
 #: Requests each closed-loop client sends (the measurement's length is not recorded; the first,
 #: synchronized wave weighs less the longer the run). Chosen on 50 calibration-half aggregated
 #: rows with concurrency 32-256 (seed 0, ``random_state=0`` sample): median TTFT APE 57.7% with
 #: 4 requests per client, 29.5% with 10 (with the constants of that time, jitter 0.3).
 REQUESTS_PER_CLIENT = 10
-#: The engine's own step constants per backend, ``(kernel_scale, prefill_step_scale)``
-#: (``simulator.step_time.EngineOverhead``), fitted by ``--calibrate`` on the calibration half
-#: before the jitter and front end: the grid point minimising median TTFT APE (with the additive
-#: front ends that minimise it) + median TPOT APE. The analytical estimate fits its own
-#: ``kernel_scale`` and ``prefill_scale`` (``benchmarks/fidelity.py``) against its closed-form
-#: queue; the engine simulates the queue and prices each step, so what the two constants stand
-#: in for (kernels and overlap in a serving step against the isolated tables) is fitted for it
-#: on its own.
-ENGINE_SCALES = {
-    "vllm": (1.1, 1.0),
-    "sglang": (0.8, 1.0),
-    "trtllm": (1.0, 1.0),
-}
+#: The engine's own step constants per backend, ``(kernel_scale, prefill_step_scale)``: the
+#: product's (``simulator.step_time.ENGINE_STEP_SCALES``), which ``--calibrate`` refits on the
+#: calibration half before the jitter and front end (the grid point minimising median TTFT APE,
+#: with the additive front ends that minimise it, + median TPOT APE).
+ENGINE_SCALES = dict(ENGINE_STEP_SCALES)
 KERNEL_SCALE_STEPS = (-0.1, 0.0, 0.1, 0.2)  # added to the analytical estimate's kernel_scale
 PREFILL_STEP_GRID = (1.0, 1.1, 1.2, 1.3, 1.4)
 JITTER_GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)

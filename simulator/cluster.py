@@ -34,7 +34,7 @@ from simulator.engine import (
 )
 from simulator.memory import MemoryBreakdown
 from simulator.metrics import SimulationResult, build_result
-from simulator.step_time import AnalyticalStepModel
+from simulator.step_time import AnalyticalStepModel, engine_overhead
 from simulator.traces import Trace, shared_block_keys
 from simulator.workloads import LengthDistribution
 
@@ -430,6 +430,11 @@ def _step_model(deployment: Deployment) -> AnalyticalStepModel:
     )
 
 
+@lru_cache(maxsize=32)
+def _engine_step_model(deployment: Deployment) -> AnalyticalStepModel:
+    return _step_model(deployment).with_overhead(engine_overhead(deployment.backend))
+
+
 @dataclass(frozen=True)
 class Deployment:
     """What a replica runs on: model, GPU system, parallel layout, precision, backend.
@@ -461,8 +466,15 @@ class Deployment:
                 raise ValueError(f"Deployment.{name} must be a positive integer, got {v!r}")
 
     def step_model(self) -> AnalyticalStepModel:
-        """The (cached, shared) analytical step model of this deployment."""
+        """The (cached, shared) analytical step model of this deployment, with the analytical
+        estimates' overhead (:data:`~simulator.step_time.DEFAULT_OVERHEAD`)."""
         return _step_model(self)
+
+    def engine_step_model(self) -> AnalyticalStepModel:
+        """The step model the serving engine prices this deployment's steps with: the same
+        kernel prices, with the engine's own overhead
+        (:func:`~simulator.step_time.engine_overhead`)."""
+        return _engine_step_model(self)
 
     def memory(self, config: EngineConfig) -> MemoryBreakdown:
         """Per-GPU memory and KV capacity under ``config`` (the MTP module included when it
@@ -497,10 +509,10 @@ class Deployment:
                 f"= 0 in its config.json): speculative_tokens={config.speculative_tokens} needs one"
             )
         if config.num_kv_blocks is not None:
-            return Replica(config, self.step_model(), config.num_kv_blocks, name)
+            return Replica(config, self.engine_step_model(), config.num_kv_blocks, name)
         mem = self.memory(config)
         if not mem.feasible:
             raise ValueError(
                 f"{self.model} on {self.system} (tp={self.tp}, pp={self.pp}): {mem.reason()}"
             )
-        return Replica(config, self.step_model(), mem.kv_capacity_blocks, name)
+        return Replica(config, self.engine_step_model(), mem.kv_capacity_blocks, name)

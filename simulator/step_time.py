@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -113,6 +113,28 @@ DEFAULT_OVERHEAD: dict[str, EngineOverhead] = {
     "sglang": EngineOverhead(step_ms=0.5, kernel_scale=0.8, ttft_ms=100.0, prefill_scale=1.15),
     "trtllm": EngineOverhead(step_ms=0.0, kernel_scale=1.0, ttft_ms=30.0, prefill_scale=0.75),
 }
+
+#: The serving engine's own ``(kernel_scale, prefill_step_scale)`` per backend, replacing the
+#: analytical estimates' ``kernel_scale`` when steps are priced one by one (``Deployment.replica``
+#: and the tuner's simulated world). The analytical constants above are fitted against a
+#: closed-form queue; the engine simulates the queue, so its counterparts are fitted for it:
+#: ``benchmarks/engine_fidelity.py --calibrate`` on the calibration half of silicon_dev.csv, the
+#: grid point (analytical ``kernel_scale`` -0.1..+0.2 by 0.1, prefill step scale 1.0..1.4 by 0.1)
+#: minimising median TTFT APE (with the best additive front ends) + median TPOT APE per backend
+#: (vLLM 11.6 + 7.5 at 1.0 / 1.3 against 14.0 + 7.2 at its analytical 1.1 / 1.0; figures in
+#: benchmarks/RESULTS.md).
+ENGINE_STEP_SCALES: dict[str, tuple[float, float]] = {
+    "vllm": (1.0, 1.3),
+    "sglang": (1.0, 1.0),
+    "trtllm": (1.0, 1.0),
+}
+
+
+def engine_overhead(backend: str) -> EngineOverhead:
+    """The engine overhead a backend's replicas are priced with: :data:`DEFAULT_OVERHEAD` with
+    the engine's own :data:`ENGINE_STEP_SCALES`."""
+    kernel, prefill = ENGINE_STEP_SCALES[backend]
+    return replace(DEFAULT_OVERHEAD[backend], kernel_scale=kernel, prefill_step_scale=prefill)
 
 
 @dataclass(frozen=True)
