@@ -89,7 +89,7 @@ REQUESTS_PER_CLIENT = 10
 #: calibration half before the jitter and front end (the grid point minimising median TTFT APE,
 #: with the additive front ends that minimise it, + median TPOT APE).
 ENGINE_SCALES = dict(ENGINE_STEP_SCALES)
-KERNEL_SCALE_STEPS = (-0.1, 0.0, 0.1, 0.2)  # added to the analytical estimate's kernel_scale
+KERNEL_SCALE_STEPS = (-0.2, -0.1, 0.0, 0.1, 0.2, 0.3)  # added to the analytical estimate's kernel_scale
 PREFILL_STEP_GRID = (1.0, 1.1, 1.2, 1.3, 1.4)
 JITTER_GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
 GROUP_KEYS = [
