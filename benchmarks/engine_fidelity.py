@@ -89,7 +89,14 @@ REQUESTS_PER_CLIENT = 10
 #: calibration half before the jitter and front end (the grid point minimising median TTFT APE,
 #: with the additive front ends that minimise it, + median TPOT APE).
 ENGINE_SCALES = dict(ENGINE_STEP_SCALES)
-KERNEL_SCALE_STEPS = (-0.2, -0.1, 0.0, 0.1, 0.2, 0.3)  # added to the analytical estimate's kernel_scale
+KERNEL_SCALE_STEPS = (
+    -0.2,
+    -0.1,
+    0.0,
+    0.1,
+    0.2,
+    0.3,
+)  # added to the analytical estimate's kernel_scale
 PREFILL_STEP_GRID = (1.0, 1.1, 1.2, 1.3, 1.4)
 JITTER_GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
 GROUP_KEYS = [
@@ -400,18 +407,18 @@ def _simulate_many(
     rows: pd.DataFrame,
     jitter: dict[str, float],
     scales: dict[str, tuple[float, float]],
-    reuse: pd.Series | None = None,
-    reuse_tpot: pd.Series | None = None,
+    reuse: tuple[pd.Series, pd.Series] | None = None,
     workers: int = 2,
 ) -> tuple[pd.Series, pd.Series]:
     """Engine TTFT and TPOT (front end 0, seed 0) of ``rows`` in ``workers`` processes; the rows
-    whose lengths do not use the jitter (InferenceX's) are taken from ``reuse`` when given."""
+    whose lengths do not use the jitter (InferenceX's) are taken from ``reuse`` (TTFT, TPOT) when
+    given."""
     ttft = pd.Series(np.nan, index=rows.index)
     tpot = pd.Series(np.nan, index=rows.index)
     todo = rows
     if reuse is not None:
         ix = np.array([harness.is_inferencex(rows.loc[i]) for i in rows.index], dtype=bool)
-        ttft[ix], tpot[ix] = reuse[rows.index[ix]], reuse_tpot[rows.index[ix]]
+        ttft[ix], tpot[ix] = reuse[0][rows.index[ix]], reuse[1][rows.index[ix]]
         todo = rows[~ix]
     chunks = [(todo.iloc[k::workers], jitter, scales) for k in range(workers)]
     with ProcessPoolExecutor(workers) as pool:
@@ -482,14 +489,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         # stage 2: the client jitter and the front end, with those constants
         ttfts, tpots = {}, {}
-        for j in JITTER_GRID:
-            trial_j = {b: j for b in ENGINE_SCALES}
+        for k, j in enumerate(JITTER_GRID):
+            first = JITTER_GRID[0]
             ttfts[j], tpots[j] = _simulate_many(
                 cal,
-                trial_j,
+                {b: j for b in ENGINE_SCALES},
                 scales,
-                reuse=ttfts.get(JITTER_GRID[0]),
-                reuse_tpot=tpots.get(JITTER_GRID[0]),
+                reuse=(ttfts[first], tpots[first]) if k else None,
             )
         fits = []
         for backend, grp in cal.groupby("backend"):

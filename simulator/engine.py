@@ -924,9 +924,14 @@ class ServingEngine:
             i = running.index(req) + 1 if self._priority else i + 1
         if preempted and self._admission == "estimate":
             self._retracted()
+        # the reserving policies' room, summed over the running requests only when a request
+        # waits (the scheduling pass runs every step)
         room = (
             self._admission_room()
-            if self._admission != "on_demand" and not preempted and not self._holding
+            if self._admission != "on_demand"
+            and not preempted
+            and not self._holding
+            and self._peek_waiting() is not None
             else 0.0
         )
         if not preempted and not self._holding:
