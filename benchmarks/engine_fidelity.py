@@ -69,7 +69,7 @@ LOAD_CONCURRENCY = 32
 #: (``harness.py``).
 #: SGLang's scheduler does not mix prefill into decode steps, so clients with equal lengths stay
 #: in lock-step: its undocumented rows (H100, H200) fit best that way, at a cost in TPOT.
-CLIENT_LENGTH_JITTER = {"vllm": 0.3, "sglang": 0.0, "trtllm": 0.2}
+CLIENT_LENGTH_JITTER = {"vllm": 0.1, "sglang": 0.0, "trtllm": 0.2}
 #: Per-backend frontend latency (``EngineConfig.frontend_latency_ms``: HTTP, tokenization and
 #: hand-off before the scheduler sees a request), fitted by ``--calibrate`` with the jitter above:
 #: for each backend and jitter, the constant c (grid 0..300 ms, step 5) minimising the median
@@ -78,7 +78,7 @@ CLIENT_LENGTH_JITTER = {"vllm": 0.3, "sglang": 0.0, "trtllm": 0.2}
 #: the client and front end the measurement ran through: one value for InferenceX rows (this
 #: dict) and one for the rows of other sources (:data:`OTHER_SOURCE_FRONTEND_MS`), fitted jointly.
 FRONTEND_LATENCY_MS = {"vllm": 10.0, "sglang": 105.0, "trtllm": 20.0}
-OTHER_SOURCE_FRONTEND_MS = {"vllm": 20.0, "sglang": 60.0, "trtllm": 100.0}
+OTHER_SOURCE_FRONTEND_MS = {"vllm": 0.0, "sglang": 60.0, "trtllm": 100.0}
 #: Requests each closed-loop client sends (the measurement's length is not recorded; the first,
 #: synchronized wave weighs less the longer the run). Chosen on 50 calibration-half aggregated
 #: rows with concurrency 32-256 (seed 0, ``random_state=0`` sample): median TTFT APE 57.7% with

@@ -114,6 +114,51 @@ def kernel_kind(name: str) -> str:
     return "other"
 
 
+def timed_ms(call, reps: int, cuda: bool) -> float:
+    """Mean ms of ``reps`` back-to-back calls: CUDA events on a GPU, the wall clock on a CPU."""
+    if cuda:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        for _ in range(reps):
+            call()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / reps
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        call()
+    return (time.perf_counter() - t0) * 1e3 / reps
+
+
+def add_decoder_args(ap: argparse.ArgumentParser) -> None:
+    """The device and decoder-dimension options the GPU step scripts share."""
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--tiny", action="store_true", help="tiny dimensions (smoke test)")
+    ap.add_argument(
+        "--dims",
+        default=None,
+        help="layers,hidden,heads,kv_heads,head_dim,inter,vocab (default: Llama-3.1-8B's)",
+    )
+
+
+def decoder_dims(args: argparse.Namespace) -> dict | None:
+    """The decoder's dimensions from :func:`add_decoder_args`' options, or None (with the
+    reason printed) when CUDA is asked for but missing or ``--dims`` is malformed."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(
+            "error: --device cuda but torch.cuda.is_available() is False (use --device cpu --tiny)"
+        )
+        return None
+    if not args.dims:
+        return TINY if args.tiny else FULL
+    values = [int(v) for v in args.dims.split(",")]
+    if len(values) != len(FULL):
+        print(f"error: --dims needs {len(FULL)} integers ({','.join(FULL)})")
+        return None
+    return dict(zip(FULL, values, strict=True))
+
+
 def run_case(
     model: Decoder, kind: str, size: int, kv_len: int, device: str, args, gen, names: dict
 ) -> dict:
@@ -144,25 +189,12 @@ def run_case(
     row = {"kind": kind, "size": size, "kv_len": ctx, "tokens": seqs * q_len}
     cuda = device == "cuda"
 
-    def timed(call, reps):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()
-            start.record()
-            for _ in range(reps):
-                call()
-            end.record()
-            torch.cuda.synchronize()
-            return start.elapsed_time(end) / reps
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            call()
-        return (time.perf_counter() - t0) * 1e3 / reps
-
     with torch.inference_mode():
         for _ in range(args.warmup):
             fn()
-        row["eager_ms"] = statistics.median(timed(fn, args.iters) for _ in range(args.repeats))
+        row["eager_ms"] = statistics.median(
+            timed_ms(fn, args.iters, cuda) for _ in range(args.repeats)
+        )
         if cuda:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
@@ -174,7 +206,7 @@ def run_case(
                 fn()
             graph.replay()
             row["graph_ms"] = statistics.median(
-                timed(graph.replay, args.iters) for _ in range(args.repeats)
+                timed_ms(graph.replay, args.iters, cuda) for _ in range(args.repeats)
             )
             del graph
             acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
@@ -199,13 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    ap.add_argument("--tiny", action="store_true", help="tiny dimensions (smoke test)")
-    ap.add_argument(
-        "--dims",
-        default=None,
-        help="layers,hidden,heads,kv_heads,head_dim,inter,vocab (default: Llama-3.1-8B's)",
-    )
+    add_decoder_args(ap)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/gpu_eager_step"))
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
@@ -214,19 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kv-len", type=int, default=1024)
     ap.add_argument("--prefill-tokens", default="128,512,2048,8192")
     args = ap.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print(
-            "error: --device cuda but torch.cuda.is_available() is False (use --device cpu --tiny)"
-        )
+    dims = decoder_dims(args)
+    if dims is None:
         return 2
     gen = torch.Generator(device=args.device).manual_seed(0)
-    dims = TINY if args.tiny else FULL
-    if args.dims:
-        values = [int(v) for v in args.dims.split(",")]
-        if len(values) != len(FULL):
-            print(f"error: --dims needs {len(FULL)} integers ({','.join(FULL)})")
-            return 2
-        dims = dict(zip(FULL, values, strict=True))
     model = Decoder(dims, args.device, gen)
     cases = [("decode", int(b)) for b in args.decode_batches.split(",")]
     cases += [("prefill", int(n)) for n in args.prefill_tokens.split(",")]

@@ -78,9 +78,11 @@ SGLANG_CLIP_MAX_NEW_TOKENS = 4096
 #: (``IGNORE_EOS_RESERVE_TOKENS``).
 SGLANG_IGNORE_EOS_RESERVE_TOKENS = 1
 
-#: Per-step jitter of the step time (coefficient of variation). An assumption, not a fit: no
-#: per-step timings of a GPU engine exist in the shared data (see :class:`StepNoise`).
-DEFAULT_STEP_NOISE_CV = 0.03
+#: Per-step jitter of the step time (coefficient of variation), fitted on decoder steps timed one
+#: by one on an H200 (``benchmarks/gpu_step_noise.py``, ``benchmarks/step_noise_check.py``: the
+#: median over the fit run's cases of the within-block CV of a step's host wall time; RESULTS.md,
+#: "Per-step noise of decoder steps on a GPU"). Was 0.03, an assumption.
+DEFAULT_STEP_NOISE_CV = 0.0046
 
 #: Run-to-run spread of a whole run's speed (coefficient of variation), fitted on silicon_dev.csv:
 #: the median TPOT coefficient of variation over the 130 groups of repeated identical deployments
@@ -197,9 +199,12 @@ class StepNoise:
     run. A zero CV draws no random numbers.
 
     ``run_cv`` defaults to :data:`DEFAULT_RUN_NOISE_CV`, fitted on the repeated deployments in
-    silicon_dev.csv. ``cv`` defaults to :data:`DEFAULT_STEP_NOISE_CV`, an assumption: end-to-end
-    means average thousands of steps, so they cannot identify per-step jitter, and no per-step
-    GPU timings are available here.
+    silicon_dev.csv. ``cv`` defaults to :data:`DEFAULT_STEP_NOISE_CV`, fitted on steps timed one
+    by one on a GPU: end-to-end means average thousands of steps, so they cannot identify
+    per-step jitter. Those steps are a plain-PyTorch decoder's on an otherwise idle machine, so
+    the fit leaves out a real engine's own host jitter (its scheduler, tokenizer and HTTP
+    server sharing the CPU); the measured steps' jitter is also correlated from step to step
+    (lag-1 autocorrelation 0.1-0.9), which independent draws do not reproduce.
     """
 
     cv: float = DEFAULT_STEP_NOISE_CV

@@ -80,3 +80,56 @@ def test_moe_floor_counts_the_experts_balanced_routing_reaches():
     per_expert = 3 * 1024 * 512 * 2 / bw * 1e3
     assert abs(one - 2 * per_expert) / one < 0.01
     assert abs(many - 8 * per_expert - 10_000 * 1024 * 4 / bw * 1e3) / many < 0.01
+
+
+def test_engine_step_noise_is_the_fit_of_the_gpu_step_timings(capsys):
+    """The engine's default per-step CV is what step_noise_check fits on the committed H200
+    step timings; the steps are stable within a block and drift little between blocks."""
+    check = _load("step_noise_check")
+    from simulator.engine import DEFAULT_STEP_NOISE_CV
+
+    assert check.main(["--no-write"]) == 0
+    text = capsys.readouterr().out
+    fitted = float(text.split("Fit (median case CV of the `_fit` run): **")[1].split("*")[0])
+    assert round(fitted, 4) == DEFAULT_STEP_NOISE_CV
+    steps = pd.read_csv(BENCH / "results" / "gpu_step_noise_h200" / "llama8b_fit.csv")
+    table = check.case_table(steps)
+    assert len(table) == 6 and (table.block_drift_cv < table.cv).all()
+
+
+def test_step_noise_cv_reads_independent_jitter_back(tmp_path):
+    """A synthetic run of lognormal step times with CV 0.02 is read back as about 0.02."""
+    check = _load("step_noise_check")
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 3 * 2000
+    wall = 10.0 * np.exp(0.02 * rng.standard_normal(n))
+    steps = pd.DataFrame(
+        {
+            "kind": "decode",
+            "size": 8,
+            "mode": "graph",
+            "block": np.repeat([0, 1, 2], 2000),
+            "wall_ms": wall,
+            "gpu_ms": wall,
+        }
+    )
+    row = check.case_table(steps).iloc[0]
+    assert abs(row.cv - 0.02) < 0.002 and abs(row.lag1) < 0.1
+
+
+def test_equal_work_prefix_pricing_against_gpu_chunk_timings(capsys):
+    """perfdb's equal-work pricing of a chunk over a cached prefix lands near the chunk's
+    measured time (FlashAttention on the H200), where ignoring the prefix or re-prefilling the
+    whole sequence misses by far."""
+    check = _load("prefix_attention_check")
+    assert check.main(["--no-write"]) == 0
+    text = capsys.readouterr().out
+    line = next(ln for ln in text.splitlines() if ln.startswith("Over all"))
+    med = {
+        key: float(line.split(f"{key} ")[1].split(" ")[0])
+        for key in ("equal work", "prefix ignored", "whole c + p")
+    }
+    assert 0.9 < med["equal work"] < 1.25
+    assert med["prefix ignored"] < 0.6 and med["whole c + p"] > 1.5
