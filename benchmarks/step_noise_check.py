@@ -119,7 +119,7 @@ def report(directory: Path) -> tuple[str, float]:
         f"{0.03 / fitted:.1f} times less than the 0.03 the engine assumed before; graph-replayed "
         "decode steps vary least, long eager prefills most. Consecutive steps are correlated "
         f"(median lag-1 autocorrelation {pd.concat(tables.values())['lag1'].median():+.2f}): "
-        "the jitter is a slow wander (clocks at the power cap) more than independent draws, "
+        "the jitter is more a slow wander (its cause not measured here) than independent draws, "
         "which the engine's independent per-step factors do not reproduce; at this size "
         "neither matters to a mean over thousands of steps. The fit is a floor for a real "
         "engine: a plain-PyTorch decoder on an idle machine, without an engine's scheduler, "
