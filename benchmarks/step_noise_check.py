@@ -1,6 +1,6 @@
 """Fit the engine's per-step noise from decoder steps timed one by one on a GPU.
 
-Reads the CSVs that ``benchmarks/gpu_step_noise.py`` wrote (``benchmarks/results/gpu_step_noise_h200``
+Reads the CSVs that ``benchmarks/gpu_step_noise.py`` wrote (``benchmarks/results/gpu_step_noise``
 by default). Per case (step kind, size, CUDA graph or eager): within each block of consecutive
 steps, the coefficient of variation (standard deviation over mean) of the host wall time of a
 step (launch plus wait, as an engine's loop waits for its sampled tokens); the case's CV is the
@@ -15,7 +15,7 @@ print only).
 
 Usage::
 
-    python benchmarks/step_noise_check.py [benchmarks/results/gpu_step_noise_h200]
+    python benchmarks/step_noise_check.py [benchmarks/results/gpu_step_noise]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from results_md import emit  # noqa: E402
 from simulator.engine import DEFAULT_STEP_NOISE_CV  # noqa: E402
 
 SECTION = "## Per-step noise of decoder steps on a GPU"
-DEFAULT_DIR = ROOT / "benchmarks" / "results" / "gpu_step_noise_h200"
+DEFAULT_DIR = ROOT / "benchmarks" / "results" / "gpu_step_noise"
 
 
 def _cv(x: np.ndarray) -> float:
@@ -83,14 +83,15 @@ def report(directory: Path) -> tuple[str, float]:
     if not fit:
         raise SystemExit(f"error: no *_fit.csv run in {directory}")
     fitted = float(pd.concat(fit)["cv"].median())
-    held = [t for name, t in tables.items() if name.endswith("_heldout")]
-    held_cv = float(pd.concat(held)["cv"].median()) if held else float("nan")
+    held = {name: t["cv"].median() for name, t in tables.items() if name.endswith("_heldout")}
+    held_text = ", ".join(f"{name} {cv:.4f}" for name, cv in held.items()) or "none"
     lines = [
         SECTION,
         "",
         f"Command: `python benchmarks/step_noise_check.py {directory.relative_to(ROOT)}` (CPU, "
         "seconds), on the step timings that `python3 benchmarks/gpu_step_noise.py` wrote through "
-        "the `device` tool on one NVIDIA H200 (torch 2.11.0+cu130; commands and logs in "
+        "the `device` tool on one NVIDIA H200 and, held out, one NVIDIA H100 80GB HBM3 "
+        "(`*_h100_*`; torch 2.11.0+cu130; commands and logs in "
         f"`{directory.relative_to(ROOT)}/COMMANDS.md`). The decoder of `gpu_eager_step.py` "
         "(plain PyTorch, random bf16 weights), one step after another, each waited for "
         "(`torch.cuda.synchronize`) as an engine's loop waits for its sampled tokens; decode "
@@ -113,7 +114,7 @@ def report(directory: Path) -> tuple[str, float]:
     lines += [
         "",
         f"Fit (median case CV of the `_fit` run): **{fitted:.4f}**; held-out runs' median case "
-        f"CV: {held_cv:.4f}. The engine's `DEFAULT_STEP_NOISE_CV` is {DEFAULT_STEP_NOISE_CV}.",
+        f"CV: {held_text}. The engine's `DEFAULT_STEP_NOISE_CV` is {DEFAULT_STEP_NOISE_CV}.",
         "",
         f"Reading: a step's time varies from one step to the next by a CV of {fitted:.4f} here, "
         f"{0.03 / fitted:.1f} times less than the 0.03 the engine assumed before; graph-replayed "

@@ -92,7 +92,7 @@ def test_engine_step_noise_is_the_fit_of_the_gpu_step_timings(capsys):
     text = capsys.readouterr().out
     fitted = float(text.split("Fit (median case CV of the `_fit` run): **")[1].split("*")[0])
     assert round(fitted, 4) == DEFAULT_STEP_NOISE_CV
-    steps = pd.read_csv(BENCH / "results" / "gpu_step_noise_h200" / "llama8b_fit.csv")
+    steps = pd.read_csv(BENCH / "results" / "gpu_step_noise" / "llama8b_fit.csv")
     table = check.case_table(steps)
     assert len(table) == 6 and (table.block_drift_cv < table.cv).all()
 
