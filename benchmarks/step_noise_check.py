@@ -52,8 +52,9 @@ def case_table(steps: pd.DataFrame) -> pd.DataFrame:
     """One row per case: steps, median wall ms, within-block CVs (wall, GPU), block drift, lag-1."""
     rows = []
     for (kind, size, mode), g in steps.groupby(["kind", "size", "mode"], sort=False):
-        blocks = [b["wall_ms"].to_numpy(float) for _, b in g.groupby("block")]
-        gpu = [b["gpu_ms"].to_numpy(float) for _, b in g.groupby("block")]
+        per_block = [b for _, b in g.groupby("block")]
+        blocks = [b["wall_ms"].to_numpy(float) for b in per_block]
+        gpu = [b["gpu_ms"].to_numpy(float) for b in per_block]
         means = np.array([b.mean() for b in blocks])
         rows.append(
             {
@@ -74,7 +75,7 @@ def case_table(steps: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def report(directory: Path) -> tuple[str, float]:
+def report(directory: Path) -> str:
     runs = sorted(directory.glob("*.csv"))
     if not runs:
         raise SystemExit(f"error: no step CSVs in {directory} (run benchmarks/gpu_step_noise.py)")
@@ -126,7 +127,7 @@ def report(directory: Path) -> tuple[str, float]:
         "engine: a plain-PyTorch decoder on an idle machine, without an engine's scheduler, "
         "tokenizer and HTTP server sharing the host.",
     ]
-    return "\n".join(lines) + "\n", fitted
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if not directory.is_dir():
         print(f"error: {args.directory} is not a directory")
         return 2
-    text, _ = report(directory)
-    emit(text, SECTION, write=not args.no_write)
+    emit(report(directory), SECTION, write=not args.no_write)
     return 0
 
 
