@@ -290,11 +290,8 @@ def plot_graph(
     result: DiscoveryResult, path: str | Path, tiers: list[list[str]] | None = None
 ) -> None:
     """Draw the learned graph (tiers as columns, left to right) into a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import networkx as nx
+    from matplotlib.figure import Figure
 
     names = result.columns
     graph = nx.DiGraph()
@@ -310,7 +307,8 @@ def plot_graph(
     for name, layer in layers.items():
         graph.nodes[name]["layer"] = layer
     pos = nx.multipartite_layout(graph, subset_key="layer") if tiers else nx.circular_layout(graph)
-    fig, ax = plt.subplots(figsize=(1.8 * (max(layers.values()) + 2), 4.5))
+    fig = Figure(figsize=(1.8 * (max(layers.values()) + 2), 4.5))
+    ax = fig.subplots()
     nx.draw_networkx_nodes(
         graph, pos, ax=ax, node_color="#dbe9f6", node_size=2200, edgecolors="#35608f"
     )
@@ -325,7 +323,6 @@ def plot_graph(
     ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _report(result: DiscoveryResult) -> str:

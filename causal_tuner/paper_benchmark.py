@@ -416,17 +416,16 @@ def plot_regret(result: BenchmarkResult, path: str, title: str | None = None) ->
     Returns the path written (PNG).
     """
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     n_values = list(result.config.n_obs_values)
     policies = list(result.config.policies)
-    colors = {name: plt.cm.tab10(i % 10) for i, name in enumerate(policies)}
+    colors = {name: matplotlib.colormaps["tab10"](i % 10) for i, name in enumerate(policies)}
     n_panels = len(n_values) + 1
     cols = min(n_panels, 4)
     rows_n = int(np.ceil(n_panels / cols))
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.4 * rows_n), squeeze=False)
+    fig = Figure(figsize=(4.2 * cols, 3.4 * rows_n))
+    axes = fig.subplots(rows_n, cols, squeeze=False)
     flat = axes.ravel()
     panel = {n: flat[i] for i, n in enumerate(n_values)}
     for n_obs, policy, rounds, mean, half in _curve_stats(result.rows):
@@ -467,7 +466,6 @@ def plot_regret(result: BenchmarkResult, path: str, title: str | None = None) ->
     )
     fig.tight_layout(rect=(0, 0.06, 1, 0.96))
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return str(path)
 
 

@@ -528,12 +528,10 @@ def paired_ratio(
 
 def plot_regret(rows: pd.DataFrame, path, title: str = "") -> None:
     """Cumulative regret per policy with 95% bands over seeds."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for pol, g in rows.groupby("policy"):
         g = g.sort_values(["seed", "round"])
         g = g.assign(cum=g.groupby("seed")["regret"].cumsum())
@@ -551,4 +549,3 @@ def plot_regret(rows: pd.DataFrame, path, title: str = "") -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

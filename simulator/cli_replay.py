@@ -79,13 +79,11 @@ def parse_config(text: str) -> tuple[str, dict]:
 
 
 def _plots(out: Path, results: dict, windows: dict, window_s: float) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     paths = []
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig = Figure(figsize=(15, 4.2))
+    axes = fig.subplots(1, 3)
     for label, res in results.items():
         ok = res.requests[res.requests["status"] == "ok"]
         for ax, col, name in zip(
@@ -103,9 +101,9 @@ def _plots(out: Path, results: dict, windows: dict, window_s: float) -> list[Pat
     fig.tight_layout()
     paths.append(out / "latency_cdf.png")
     fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax = fig.subplots()
     for i, (label, frame) in enumerate(windows.items()):
         color = f"C{i}"
         ax.step(
@@ -131,7 +129,6 @@ def _plots(out: Path, results: dict, windows: dict, window_s: float) -> list[Pat
     fig.tight_layout()
     paths.append(out / "throughput.png")
     fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
     return paths
 
 

@@ -92,12 +92,10 @@ class SearchResult:
 
     def plot(self, path: str, title: str = "") -> None:
         """Tokens/s/GPU vs tokens/s/user per mode, frontier and best point marked (PNG)."""
-        import matplotlib
+        from matplotlib.figure import Figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig = Figure(figsize=(7, 4.5))
+        ax = fig.subplots()
         colors = {"agg": "tab:blue", "disagg": "tab:orange"}
         for mode, grp in self.table.groupby("mode"):
             ok = grp["meets_sla"]
@@ -136,7 +134,6 @@ class SearchResult:
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
-        plt.close(fig)
 
 
 def pareto_frontier(

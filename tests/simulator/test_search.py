@@ -121,3 +121,17 @@ def test_cli_bad_input_exits_2_with_message(args, message, tmp_path):
     res = CliRunner().invoke(main, base + args)
     assert res.exit_code == 2, res.output
     assert message in res.output and "Traceback" not in res.output
+
+
+def test_plot_leaves_the_callers_matplotlib_backend_alone(result, tmp_path):
+    """A notebook's inline backend (here svg, which no plot of ours selects) survives a plot."""
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        result.plot(str(tmp_path / "s.png"))
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    assert (tmp_path / "s.png").stat().st_size > 5000
