@@ -25,6 +25,10 @@ where static-batch estimators go wrong:
   memory-bound decode steps; compute-bound prefill departs from perfdb's isolated kernels by
   another factor, so it gets its own scale. Both are applied after the closed loop is solved
   (like the fixed ``ttft_ms``), so they change TTFT only, never TPOT or the arrival rate.
+* TTFT p90: the steady state's (the queue wait's p90, 0 with probability ``1 - rho`` and
+  exponential otherwise, plus the p90 prompt's service), over a closed-loop run's mixture with
+  its burst (:func:`run_ttft_p90`: every request in lockstep, the first of ``rounds`` otherwise),
+  with the same ``prefill_scale`` and ``ttft_ms`` as the mean.
 * Capacity: running requests are capped by ``max_num_seqs`` and by KV capacity; clients beyond
   that wait in the engine's queue (Little's law).
 """
@@ -388,7 +392,7 @@ def _chunks(tokens: float, budget: float) -> tuple[int, float]:
     return n, tokens - (n - 1) * budget
 
 
-def burst_ttft_ms(
+def burst_ttfts_ms(
     model: AnalyticalStepModel,
     num_requests: float,
     isl: float,
@@ -396,8 +400,8 @@ def burst_ttft_ms(
     *,
     chunked_prefill: bool = True,
     max_running: float = math.inf,
-) -> float:
-    """Mean TTFT of ``num_requests`` prompts arriving together at an idle engine.
+) -> np.ndarray:
+    """TTFT of each of ``num_requests`` prompts arriving together at an idle engine, ascending.
 
     Prefill runs in full steps of ``token_budget`` tokens (whole prompts when chunking is off);
     request ``k`` gets its first token at the end of step ``ceil(k * isl / budget)``. Requests
@@ -417,8 +421,68 @@ def burst_ttft_ms(
     stage = model.token_time_ms(per_step) + model.lm_head_time_ms(max(seqs_per_step, 1)) + attn
     step = stage * model.parallel.pp * model.overhead.kernel_scale + model.overhead.step_ms
     k = np.arange(1, n + 1)
-    steps = np.ceil(k * isl / per_step - 1e-9)
-    return float(steps.mean() * step)
+    return np.ceil(k * isl / per_step - 1e-9) * step
+
+
+def burst_ttft_ms(
+    model: AnalyticalStepModel,
+    num_requests: float,
+    isl: float,
+    token_budget: int,
+    *,
+    chunked_prefill: bool = True,
+    max_running: float = math.inf,
+) -> float:
+    """Mean TTFT of ``num_requests`` prompts arriving together at an idle engine
+    (:func:`burst_ttfts_ms`)."""
+    ttfts = burst_ttfts_ms(
+        model,
+        num_requests,
+        isl,
+        token_budget,
+        chunked_prefill=chunked_prefill,
+        max_running=max_running,
+    )
+    return float(ttfts.mean())
+
+
+def run_ttft_p90(
+    burst_ms: np.ndarray, burst_share: float, steady_ms: float, steady_p90_ms: float
+) -> float:
+    """90th percentile of the TTFT over a run whose requests are a mixture.
+
+    A ``burst_share`` of the requests take the TTFTs ``burst_ms`` (ascending, equally likely);
+    the rest the steady state's, a log-normal with mean ``steady_ms`` and 90th percentile
+    ``steady_p90_ms`` (a fixed ``steady_ms`` when that p90 is not above it). With a small burst
+    share the run's p90 can lie below its mean, which a long burst pulls up.
+    """
+    if not (math.isfinite(steady_ms) and math.isfinite(steady_p90_ms)):
+        return math.inf
+    share = min(max(burst_share, 0.0), 1.0) if len(burst_ms) else 0.0
+    mu, sigma = lognormal_from_mean_p90(steady_ms, steady_p90_ms) if steady_ms > 0 else (0.0, 0.0)
+
+    def steady_cdf(x: float) -> float:
+        if sigma == 0.0:
+            return 1.0 if x >= steady_ms else 0.0
+        return 0.5 * math.erfc(-(math.log(x) - mu) / (sigma * math.sqrt(2.0)))
+
+    def cdf(x: float) -> float:
+        burst = np.searchsorted(burst_ms, x, side="right") / len(burst_ms) if share else 0.0
+        return share * burst + (1.0 - share) * steady_cdf(x)
+
+    steady_top = steady_ms if sigma == 0.0 else math.exp(mu + sigma * 4.3)  # the 1 - 1e-5 point
+    hi = max(steady_top, float(burst_ms[-1]) if share else 0.0, 1e-9)
+    lo = 0.0
+    # the smallest x with cdf(x) >= 0.9, by bisection (the cdf has jumps)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if cdf(mid) >= 0.9:
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo <= 1e-6 * hi:
+            break
+    return hi
 
 
 def estimate_static(
@@ -578,6 +642,14 @@ def _replica_at_rate(
 
 
 _Z90 = 1.2815515655446004
+
+
+#: Relative tolerance of the closed-loop solve: the admitted clients that the solved rate and
+#: cycle account for (Little's law, ``lam x cycle``) fall short of them by at most this share.
+_LITTLE_TOL = 1e-3
+#: Prefill-server utilisation from which a closed loop's clients that the solve leaves unplaced
+#: are taken to queue for it (below it a residual is a jump of the step prices, not a queue).
+_SATURATED = 0.95
 
 
 def _queued_wait(clients: float, admitted: float, lam: float) -> float:
@@ -748,6 +820,7 @@ def estimate_aggregated(
             model, 1e-9, running_cap, isl, osl, isl_p90, batching, mixed, queue, tpot_seed, ahead
         )
         hi = 1.0 / probe.service
+        accepted = None  # the replica at ``lo``, as solved there
         for _ in range(60):
             mid = 0.5 * (lo + hi)
             rep = solve(mid, tpot_guess)
@@ -757,15 +830,31 @@ def estimate_aggregated(
             if not math.isfinite(cycle) or mid * cycle > in_service:
                 hi = mid
             else:
-                lo = mid
-            if hi - lo <= 2e-3 * hi:
-                break
-        rep = solve(lo, tpot_guess)
-        queued_wait = _queued_wait(clients, in_service, rep.lam)
+                lo, accepted = mid, rep
+                # stop on Little's law, not on the rate: near the prefill server's saturation a
+                # rate within 0.2% of the root can leave most clients unaccounted for
+                if in_service - mid * cycle <= _LITTLE_TOL * in_service:
+                    break
+        # keep the solution found at lo: solving again from a later TPOT guess can land on
+        # the other side of saturation
+        rep = accepted if accepted is not None else solve(lo, tpot_guess)
         lam = rep.lam
+        # clients the queue formula leaves unplaced at the bisection's end: at a saturated
+        # prefill server the step prices jump with the decode batch (rounded) and the chunk
+        # count, so Kingman's wait can jump over the root; the ones left over wait for the
+        # server (Little's law again)
+        deficit = in_service - lam * (rep.ttft + max(osl - 1, 0) * rep.tpot)
+        unplaced = (
+            deficit / lam
+            if lam > 0 and rep.rho >= _SATURATED and deficit > _LITTLE_TOL * in_service
+            else 0.0
+        )
+        queued_wait = _queued_wait(clients, in_service, lam) + unplaced
     ttft = rep.ttft + queued_wait
+    steady_p90 = rep.ttft_p90 + queued_wait
+    ttft_p90 = run_ttft_p90(np.empty(0), 0.0, ttft, steady_p90)
     if closed:
-        burst = burst_ttft_ms(
+        bursts = burst_ttfts_ms(
             model,
             clients,
             isl,
@@ -773,17 +862,23 @@ def estimate_aggregated(
             chunked_prefill=batching.chunked_prefill,
             max_running=running_cap,
         )
+        burst = float(bursts.mean())
         # a scheduler that does not mix prefill into decode steps keeps clients whose requests
         # all have the same output length in lockstep (all decode together and finish
         # together), so every round is a burst; output lengths that vary break the lockstep
         fixed_outputs = workload.osl_p90 is None or workload.osl_p90 <= workload.osl
         lockstep = not mixed and fixed_outputs
+        share = 1.0 if lockstep else 1.0 / queue.rounds_for(workload.concurrency)
+        if burst >= ttft:
+            ttft_p90 = run_ttft_p90(bursts, share, ttft, steady_p90)
         ttft = (
             max(burst, ttft)
             if lockstep
             else queue.blend(max(burst, ttft), ttft, workload.concurrency)
         )
+    # the fitted scale and fixed part apply to every request, so to the p90 as to the mean
     ttft = ttft * model.overhead.prefill_scale + model.overhead.ttft_ms
+    ttft_p90 = ttft_p90 * model.overhead.prefill_scale + model.overhead.ttft_ms
     latency = ttft + max(osl - 1, 0) * rep.tpot
     gpus = model.parallel.num_gpus * replicas
     total_rate = lam * ranks * 1e3  # req/s
@@ -793,7 +888,7 @@ def estimate_aggregated(
         mode="agg",
         num_gpus=gpus,
         ttft_ms=ttft,
-        ttft_p90_ms=rep.ttft_p90 + queued_wait,
+        ttft_p90_ms=ttft_p90,
         tpot_ms=rep.tpot,
         tpot_p90_ms=rep.tpot_p90,
         request_latency_ms=latency,
@@ -926,18 +1021,32 @@ def estimate_disaggregated(
                 hi = mid
             else:
                 lo = mid
-            if hi - lo <= 2e-3 * hi:
-                break
+                if admitted - mid * cycle <= _LITTLE_TOL * admitted:
+                    break
         lam = lo
         ttft, tpot, rho, wait, d = at_rate(lam)
-        queued = _queued_wait(clients, min(clients, decode_cap * d_ranks + p_ranks), lam)
+        admitted = min(clients, decode_cap * d_ranks + p_ranks)
+        deficit = admitted - lam * (ttft + max(osl - 1, 0) * tpot)
+        unplaced = (
+            deficit / lam
+            if lam > 0 and rho >= _SATURATED and deficit > _LITTLE_TOL * admitted
+            else 0.0
+        )
+        queued = _queued_wait(clients, admitted, lam) + unplaced
     ttft += queued
+    steady_p90 = _wait_p90(wait, rho) + s_p90 + transfer + queued
+    ttft_p90 = run_ttft_p90(np.empty(0), 0.0, ttft, steady_p90)
     if workload.concurrency is not None:
         # a burst of N: each prefill rank serves its share one request after another
         n_p = workload.concurrency / p_ranks
+        bursts = np.arange(1, max(round(n_p), 1) + 1) * s_p + transfer
         burst = (n_p + 1) / 2 * s_p + transfer
+        if burst >= ttft:
+            share = 1.0 / queue.rounds_for(workload.concurrency)
+            ttft_p90 = run_ttft_p90(bursts, share, ttft, steady_p90)
         ttft = queue.blend(max(burst, ttft), ttft, workload.concurrency)
-    ttft = ttft * prefill.overhead.prefill_scale + prefill.overhead.ttft_ms
+    scale, fixed = prefill.overhead.prefill_scale, prefill.overhead.ttft_ms
+    ttft, ttft_p90 = ttft * scale + fixed, ttft_p90 * scale + fixed
     latency = ttft + max(osl - 1, 0) * tpot
     gpus = prefill.parallel.num_gpus * prefill_workers + decode.parallel.num_gpus * decode_workers
     rate = lam * 1e3
@@ -947,7 +1056,7 @@ def estimate_disaggregated(
         mode="disagg",
         num_gpus=gpus,
         ttft_ms=ttft,
-        ttft_p90_ms=_wait_p90(wait, rho) + s_p90 + transfer + queued,
+        ttft_p90_ms=ttft_p90,
         tpot_ms=tpot,
         tpot_p90_ms=tpot,
         request_latency_ms=latency,

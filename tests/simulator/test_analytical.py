@@ -16,7 +16,7 @@ from simulator import (
     estimate_static,
 )
 from simulator import AnalyticalWorkload as Workload
-from simulator.analytical import burst_ttft_ms
+from simulator.analytical import burst_ttft_ms, burst_ttfts_ms, run_ttft_p90
 
 
 @pytest.fixture(scope="module")
@@ -388,3 +388,68 @@ def test_attention_dp_balance_holds_half_its_timeout_on_average():
     assert held_prompt_steps(dp, BatchingConfig(), 0.01, 1000, 10) == 0
     with pytest.raises(ValueError, match="attention_dp_balance_iters"):
         BatchingConfig(attention_dp_balance_iters=-1)
+
+
+def test_run_ttft_p90_of_a_mixture():
+    none = np.empty(0)
+    # the steady state alone: its own p90, or its mean when that p90 is not above it
+    assert run_ttft_p90(none, 0.0, 100.0, 180.0) == pytest.approx(180.0, rel=1e-5)
+    assert run_ttft_p90(none, 0.0, 100.0, 60.0) == pytest.approx(100.0, rel=1e-5)
+    burst = np.arange(1, 11) * 100.0  # 100 .. 1000 ms
+    # every request in the burst: its 9th of 10 values
+    assert run_ttft_p90(burst, 1.0, 10.0, 10.0) == pytest.approx(900.0, rel=1e-5)
+    # half the requests in the burst at a fixed steady 10 ms: the burst's 80th percentile
+    assert run_ttft_p90(burst, 0.5, 10.0, 10.0) == pytest.approx(800.0, rel=1e-5)
+    # a burst share below 10%: the p90 is the steady state's, under a mean the burst pulls up
+    p90 = run_ttft_p90(burst, 0.05, 10.0, 10.0)
+    assert p90 == pytest.approx(10.0, rel=1e-5) and p90 < 0.05 * burst.mean() + 0.95 * 10.0
+    assert math.isinf(run_ttft_p90(burst, 0.5, math.inf, math.inf))
+
+
+def test_ttft_p90_carries_the_fixed_ttft_and_prefill_scale(llama70):
+    """The fitted TTFT constants apply to every request, so to the p90 as to the mean; an
+    open loop has no burst, so its p90 is never below its mean."""
+    from dataclasses import replace
+
+    wl = Workload(2048, 256, request_rate=4.0, isl_p90=4096)
+    base = estimate_aggregated(llama70, wl)
+    assert base.ttft_p90_ms >= base.ttft_ms
+    shifted = llama70.with_overhead(
+        replace(llama70.overhead, ttft_ms=llama70.overhead.ttft_ms + 500)
+    )
+    est = estimate_aggregated(shifted, wl)
+    assert est.ttft_ms - base.ttft_ms == pytest.approx(500.0, rel=1e-9)
+    assert est.ttft_p90_ms - base.ttft_p90_ms == pytest.approx(500.0, rel=1e-9)
+    d = estimate_disaggregated(llama70, llama70, wl, prefill_workers=1, decode_workers=1)
+    assert d.ttft_p90_ms >= d.ttft_ms
+
+
+def test_lockstep_clients_take_the_burst_p90(llama70):
+    """SGLang's scheduler keeps equal-length clients in lockstep: every request is in a burst,
+    so the p90 is the burst's, above its mean."""
+    sglang = AnalyticalStepModel.from_names(
+        model="meta-llama/Llama-3.1-70B", system="h200_sxm", tp=4, dtype="fp8", backend="sglang"
+    )
+    est = estimate_aggregated(sglang, Workload(1024, 512, concurrency=64))
+    bursts = burst_ttfts_ms(sglang, 64, 1024, 8192)
+    ov = sglang.overhead
+    expected = bursts[int(np.ceil(0.9 * len(bursts))) - 1] * ov.prefill_scale + ov.ttft_ms
+    assert est.ttft_p90_ms == pytest.approx(expected, rel=1e-5)
+    assert est.ttft_p90_ms > est.ttft_ms
+
+
+def test_a_saturated_prefill_server_caps_throughput_and_queues_the_rest():
+    """Past the prefill server's saturation more clients only wait: tokens/s stay flat and
+    TTFT grows with the clients (the closed-loop solve once stopped within 0.2% of the rate,
+    leaving most clients unplaced: tokens/s per GPU doubled from 256 to 1024 clients)."""
+    qwen = AnalyticalStepModel.from_names(model="Qwen/Qwen3-32B", system="h200_sxm", tp=8)
+    batching = BatchingConfig(max_num_batched_tokens=2048, max_num_seqs=1024)
+    ests = [
+        estimate_aggregated(qwen, Workload(4000, 500, concurrency=c), batching)
+        for c in (512, 768, 1024)
+    ]
+    assert min(e.prefill_utilization for e in ests) > 0.99
+    thr = [e.output_tok_s_per_gpu for e in ests]
+    assert max(thr) / min(thr) < 1.05, thr
+    ttft = [e.ttft_ms for e in ests]
+    assert ttft == sorted(ttft) and ttft[-1] > 2 * ttft[0], ttft
