@@ -97,7 +97,7 @@ KERNEL_SCALE_STEPS = (
     0.2,
     0.3,
 )  # added to the analytical estimate's kernel_scale
-PREFILL_STEP_GRID = (1.0, 1.1, 1.2, 1.3, 1.4)
+PREFILL_STEP_GRID = (0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4)
 JITTER_GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
 GROUP_KEYS = [
     "model_path",

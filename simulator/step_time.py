@@ -121,7 +121,7 @@ DEFAULT_OVERHEAD: dict[str, EngineOverhead] = {
 #: config fell outside 3% of the oracle in some seeds of (b), (e) and (f) (benchmarks/RESULTS.md). The analytical constants above are fitted against a
 #: closed-form queue; the engine simulates the queue, so its counterparts are fitted for it:
 #: ``benchmarks/engine_fidelity.py --calibrate`` on the calibration half of silicon_dev.csv, the
-#: grid point (analytical ``kernel_scale`` -0.2..+0.3 by 0.1, prefill step scale 1.0..1.4 by 0.1)
+#: grid point (analytical ``kernel_scale`` -0.2..+0.3 by 0.1, prefill step scale 0.8..1.4 by 0.1)
 #: minimising median TTFT APE (with the best additive front ends) + median TPOT APE per backend
 #: (vLLM 11.6 + 7.5 at 1.0 / 1.3 against 14.0 + 7.2 at its analytical 1.1 / 1.0; figures in
 #: benchmarks/RESULTS.md).
