@@ -9,7 +9,10 @@ reports, on the loaded rows (concurrency >= 32) that both models price:
   step model, so an error in a step's price shows in both; only the part of the error that is not
   shared can separate them;
 * per model (the served checkpoint), the median of the row-by-row difference engine minus
-  analytical TTFT APE and the share of rows where the engine is closer.
+  analytical TTFT APE and the share of rows where the engine is closer;
+* per data source (the file or dump a row came from), on every row both models priced, the
+  median TTFT and TPOT APE of each model: where both miss together, the measurement's client
+  or set-up may differ from what both assume.
 
 Usage: ``python benchmarks/engine_vs_analytical.py [--rows CSV] [--no-results]``.
 """
@@ -77,8 +80,33 @@ def by_model(load: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values("diff")
 
 
+def source_name(source: str) -> str:
+    """A row's data source, short: the file's last three folders and name for the AIConfigurator
+    gap-analysis files, else the text before the first ``;``."""
+    head = str(source).split(";")[0].strip()
+    if head.startswith("source_file=") and "/data/" in head:
+        return "/".join(head.split("/data/", 1)[1].split("/")[-4:])
+    return head.removeprefix("source_file=")
+
+
+def by_source(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per data source, on the rows both models priced: rows and each model's median APEs."""
+    ok = rows[rows["sim_status"].eq("ok") & rows["our_status"].eq("ok")]
+    g = ok.groupby(ok["silicon_data_source"].map(source_name))
+    return pd.DataFrame(
+        {
+            "rows": g.size(),
+            "engine_ttft": g["sim_ttft_ape"].median(),
+            "analytical_ttft": g["ana_ttft_ape"].median(),
+            "engine_tpot": g["sim_tpot_ape"].median(),
+            "analytical_tpot": g["ana_tpot_ape"].median(),
+        }
+    ).sort_index()
+
+
 def report(rows_path: Path) -> str:
-    load = loaded_rows(pd.read_csv(rows_path))
+    rows = pd.read_csv(rows_path)
+    load = loaded_rows(rows)
     if load.empty:
         raise SystemExit(f"{rows_path}: no loaded rows that both models priced")
     s = shared_error(load)
@@ -114,6 +142,19 @@ def report(rows_path: Path) -> str:
         lines.append(
             f"| {model} | {int(r['rows'])} | {r['engine']:.1f} | {r['analytical']:.1f} | "
             f"{r['diff']:+.1f} | {r['closer']:.0%} |"
+        )
+    lines += [
+        "",
+        "By data source, every row both models priced (any concurrency): median TTFT and TPOT "
+        "APE (%) of the engine and of the analytical estimate.",
+        "",
+        "| source | rows | engine TTFT | analytical TTFT | engine TPOT | analytical TPOT |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for source, r in by_source(rows).iterrows():
+        lines.append(
+            f"| {source} | {int(r['rows'])} | {r['engine_ttft']:.1f} | "
+            f"{r['analytical_ttft']:.1f} | {r['engine_tpot']:.1f} | {r['analytical_tpot']:.1f} |"
         )
     return "\n".join(lines) + "\n"
 

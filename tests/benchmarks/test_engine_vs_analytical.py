@@ -81,3 +81,22 @@ def test_a_missing_rows_file_is_a_clear_error(tmp_path, capsys):
         m.main(["--rows", str(tmp_path / "none.csv"), "--no-results"])
     assert exc.value.code == 2
     assert "run benchmarks/engine_fidelity.py first" in capsys.readouterr().err
+
+
+def test_sources_are_named_short_and_grouped():
+    m = _load()
+    gap = "source_file=/Users/x/aic-auto-gap-analysis/data/h100_sxm/vllm/0.12.0/Qwen_Qwen3-32B.csv"
+    assert m.source_name(gap) == "h100_sxm/vllm/0.12.0/Qwen_Qwen3-32B.csv"
+    assert m.source_name("db-dump/2026-04-27; config_id=811") == "db-dump/2026-04-27"
+    assert m.source_name("source_file=2026-03-25.csv; x=1") == "2026-03-25.csv"
+    rows = _rows(40, own=0.1)
+    rows["silicon_data_source"] = np.where(np.arange(40) < 10, gap, "db-dump/2026-04-27; id=1")
+    rows["sim_tpot_ape"] = 5.0
+    rows["ana_tpot_ape"] = 7.0
+    rows.loc[0, "our_status"] = "error"  # priced by one model only: left out
+    table = m.by_source(rows)
+    assert table["rows"].to_dict() == {
+        "db-dump/2026-04-27": 30,
+        "h100_sxm/vllm/0.12.0/Qwen_Qwen3-32B.csv": 9,
+    }
+    assert (table["engine_tpot"] == 5.0).all() and (table["analytical_tpot"] == 7.0).all()
