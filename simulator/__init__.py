@@ -26,6 +26,8 @@ _ENGINE_API = {
     "PiecewiseRate": "simulator.workloads",
     "Workload": "simulator.workloads",
     "arrival_times_s": "simulator.workloads",
+    "ReplayResult": "simulator.replay",
+    "replay_configs": "simulator.replay",
 }
 
 

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import re
 import sys
-import time
 from dataclasses import fields
 from pathlib import Path
 
 import click
 import numpy as np
-import pandas as pd
 
 from simulator.engine import EngineConfig
 
@@ -222,8 +220,9 @@ def _replay(
     out_dir,
     progress,
 ):
-    from simulator.cluster import Cluster, Deployment
-    from simulator.metrics import SLA, observations_frame, to_prometheus, window_observations
+    from simulator.cluster import Deployment
+    from simulator.metrics import SLA, to_prometheus
+    from simulator.replay import replay_configs
     from simulator.traces import load_trace
 
     if replicas < 1:
@@ -254,28 +253,24 @@ def _replay(
         model=model, system=system, tp=tp, pp=pp, ep=ep, dtype=dtype, backend=backend
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = {}
-    windows = {}
-    rows = []
-    for label, cfg in engine_configs:
-        replica = deployment.replica(cfg, name=label)
-        cluster = Cluster([replica] * replicas, router=router)
-        t0 = time.perf_counter()
-        res = cluster.run(trace, seed=seed, progress=progress, label=label)
-        wall_s = time.perf_counter() - t0
-        results[label] = res
+    run = replay_configs(
+        trace,
+        deployment,
+        dict(engine_configs),
+        replicas=replicas,
+        router=router,
+        seed=seed,
+        sla=sla,
+        window_s=window_s,
+        progress=progress,
+    )
+    for label, res in run.results.items():
         res.requests.to_csv(out_dir / f"requests_{label}.csv", index=False)
-        obs = window_observations(res, window_s=window_s, sla=sla)
-        windows[label] = observations_frame(obs)
-        windows[label].to_csv(out_dir / f"windows_{label}.csv", index=False)
+        run.windows[label].to_csv(out_dir / f"windows_{label}.csv", index=False)
         (out_dir / f"metrics_{label}.prom").write_text(to_prometheus(res, model_name=model))
-        summary = res.summary(sla)
-        rows.append(
-            {"config": label, "kv_blocks": replica.num_kv_blocks, **summary, "wall_s": wall_s}
-        )
-    table = pd.DataFrame(rows)
+    table = run.summary
     table.to_csv(out_dir / "summary.csv", index=False)
-    plots = _plots(out_dir, results, windows, window_s)
+    plots = _plots(out_dir, run.results, run.windows, window_s)
     show = [
         "config",
         "completed",

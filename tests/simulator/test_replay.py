@@ -108,3 +108,36 @@ def test_parse_config_types():
     assert parse_config("") == ("default", {})
     with pytest.raises(ValueError, match="key=value"):
         parse_config("max_num_seqs")
+
+
+def test_replay_configs_matches_a_direct_cluster_run_on_the_same_seed():
+    from simulator import Cluster, Deployment, EngineConfig, load_trace, replay_configs
+
+    trace = load_trace("azure-conv").head(300).scale_rate(3)
+    deployment = Deployment("meta-llama/Llama-3.1-8B", "h100_sxm")
+    configs = {"256": EngineConfig(max_num_seqs=256), "4": EngineConfig(max_num_seqs=4)}
+    run = replay_configs(trace, deployment, configs, seed=3, window_s=20)
+    assert run.summary["config"].tolist() == ["256", "4"]
+    assert (run.summary["requests"] == 300).all()
+    direct = Cluster([deployment.replica(configs["4"], name="4")]).run(trace, seed=3, label="4")
+    pd.testing.assert_frame_equal(run.results["4"].requests, direct.requests)
+    assert len(run.windows["256"]) > 0 and "goodput_tok_s" in run.windows["256"]
+    # fewer running sequences: slower first tokens under this load
+    assert run.summary["ttft_ms_p50"].iloc[1] > run.summary["ttft_ms_p50"].iloc[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"replicas": 0}, "replicas must be >= 1"), ({"configs": {}}, "at least one")],
+)
+def test_replay_configs_rejects_bad_arguments(kwargs, message):
+    from simulator import Deployment, EngineConfig, load_trace, replay_configs
+
+    args = {
+        "trace": load_trace("azure-conv").head(10),
+        "deployment": Deployment("meta-llama/Llama-3.1-8B", "h100_sxm"),
+        "configs": {"d": EngineConfig()},
+        **kwargs,
+    }
+    with pytest.raises(ValueError, match=message):
+        replay_configs(**args)
