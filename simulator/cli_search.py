@@ -62,9 +62,7 @@ def search(
     Example: causal-tuner search --model Qwen/Qwen3-32B --system h200_sxm --gpus 8 --isl 4000
     --osl 500 --ttft 2000 --tpot 30
     """
-    from simulator.analytical import BatchingConfig
-    from simulator.launch import LaunchConfig, render_all
-    from simulator.parallel import ParallelConfig
+    from simulator.launch import render_all
     from simulator.search import SearchSpace
     from simulator.search import search as run_search
 
@@ -126,23 +124,7 @@ def search(
         click.echo("\nbest configuration under the SLA:")
         click.echo(best[cols].to_string())
         if best["mode"] == "agg":
-            par = ParallelConfig(
-                tp=int(best["tp"]),
-                pp=int(best["pp"]),
-                attention_dp=int(best["attention_dp"]),
-                moe_ep=int(best["moe_ep"]),
-            )
-            cfg = LaunchConfig(
-                model,
-                par,
-                BatchingConfig(
-                    max_num_seqs=int(best["max_num_seqs"]),
-                    max_num_batched_tokens=int(best["max_num_batched_tokens"]),
-                ),
-                dtype=dtype,
-                kv_cache_dtype="fp8" if dtype != "bf16" else "bf16",
-                vllm_env=result.vllm_env,
-            )
+            cfg = result.launch_config()
             cmds = render_all(cfg)
             click.echo(f"\nlaunch ({int(best['replicas'])} replica(s)):")
             click.echo(f"  {cmds['vllm']}\n  {cmds['sglang']}\n  {cmds['trtllm']}")

@@ -86,6 +86,44 @@ class SearchResult:
     skipped: dict[str, str]
     #: environment a ``vllm serve`` of these configurations needs (see ``models.vllm_env``)
     vllm_env: dict[str, str] = field(default_factory=dict)
+    #: the model and precision searched (what :meth:`launch_config` serves)
+    model: str = ""
+    dtype: str = "bf16"
+
+    def launch_config(self, row: pd.Series | None = None):
+        """The :class:`~simulator.launch.LaunchConfig` of one aggregated point (``best`` by
+        default): render it with :func:`simulator.launch.render_all` for ``vllm serve``, SGLang
+        and ``trtllm-serve``. Each of the point's ``replicas`` runs it."""
+        from simulator.analytical import BatchingConfig
+        from simulator.launch import LaunchConfig
+
+        row = self.best if row is None else row
+        if row is None:
+            raise ValueError("no configuration meets the SLA: pass a row of the table")
+        if row["mode"] != "agg":
+            raise ValueError(
+                "launch configs are rendered for aggregated points; a disaggregated point runs "
+                f"{int(row['prefill_workers'])} prefill worker(s) {row['prefill_layout']} and "
+                f"{int(row['decode_workers'])} decode worker(s) {row['decode_layout']}"
+            )
+        par = ParallelConfig(
+            tp=int(row["tp"]),
+            pp=int(row["pp"]),
+            attention_dp=int(row["attention_dp"]),
+            moe_ep=int(row["moe_ep"]),
+        )
+        batching = BatchingConfig(
+            max_num_seqs=int(row["max_num_seqs"]),
+            max_num_batched_tokens=int(row["max_num_batched_tokens"]),
+        )
+        return LaunchConfig(
+            self.model,
+            par,
+            batching,
+            dtype=self.dtype,
+            kv_cache_dtype="fp8" if self.dtype != "bf16" else "bf16",
+            vllm_env=self.vllm_env,
+        )
 
     def to_csv(self, path: str) -> None:
         self.table.to_csv(path, index=False)
@@ -330,6 +368,8 @@ def search(
         best=best,
         skipped=skipped,
         vllm_env=vllm_env(spec, sm_version=sm_version),
+        model=model,
+        dtype=dtype,
     )
 
 

@@ -135,3 +135,28 @@ def test_plot_leaves_the_callers_matplotlib_backend_alone(result, tmp_path):
     finally:
         matplotlib.use(before)
     assert (tmp_path / "s.png").stat().st_size > 5000
+
+
+def test_launch_config_of_the_best_point_and_a_clear_error_for_a_disaggregated_one():
+    from simulator.launch import render_all
+
+    found = search(
+        "meta-llama/Llama-3.1-8B",
+        "h100_sxm",
+        2,
+        1024,
+        128,
+        ttft_ms=1000,
+        tpot_ms=20,
+        progress=False,
+    )
+    best = found.best
+    assert best is not None and best["mode"] == "agg"
+    vllm = render_all(found.launch_config())["vllm"]
+    assert vllm.startswith("vllm serve meta-llama/Llama-3.1-8B")
+    assert f"--tensor-parallel-size {int(best['tp'])}" in vllm
+    assert f"--max-num-seqs {int(best['max_num_seqs'])}" in vllm
+    assert f"--max-num-batched-tokens {int(best['max_num_batched_tokens'])}" in vllm
+    disagg = found.table[found.table["mode"] == "disagg"].iloc[0]
+    with pytest.raises(ValueError, match="prefill worker"):
+        found.launch_config(disagg)
