@@ -424,26 +424,10 @@ def burst_ttfts_ms(
     return np.ceil(k * isl / per_step - 1e-9) * step
 
 
-def burst_ttft_ms(
-    model: AnalyticalStepModel,
-    num_requests: float,
-    isl: float,
-    token_budget: int,
-    *,
-    chunked_prefill: bool = True,
-    max_running: float = math.inf,
-) -> float:
-    """Mean TTFT of ``num_requests`` prompts arriving together at an idle engine
-    (:func:`burst_ttfts_ms`)."""
-    ttfts = burst_ttfts_ms(
-        model,
-        num_requests,
-        isl,
-        token_budget,
-        chunked_prefill=chunked_prefill,
-        max_running=max_running,
-    )
-    return float(ttfts.mean())
+def burst_ttft_ms(*args, **kwargs) -> float:
+    """Mean TTFT of prompts arriving together at an idle engine (the mean of
+    :func:`burst_ttfts_ms`, same arguments)."""
+    return float(burst_ttfts_ms(*args, **kwargs).mean())
 
 
 def run_ttft_p90(
@@ -459,6 +443,8 @@ def run_ttft_p90(
     if not (math.isfinite(steady_ms) and math.isfinite(steady_p90_ms)):
         return math.inf
     share = min(max(burst_share, 0.0), 1.0) if len(burst_ms) else 0.0
+    if share == 0.0:  # the steady state alone: its p90, or its fixed value
+        return max(steady_p90_ms, steady_ms)
     mu, sigma = lognormal_from_mean_p90(steady_ms, steady_p90_ms) if steady_ms > 0 else (0.0, 0.0)
 
     def steady_cdf(x: float) -> float:
@@ -852,7 +838,7 @@ def estimate_aggregated(
         queued_wait = _queued_wait(clients, in_service, lam) + unplaced
     ttft = rep.ttft + queued_wait
     steady_p90 = rep.ttft_p90 + queued_wait
-    ttft_p90 = run_ttft_p90(np.empty(0), 0.0, ttft, steady_p90)
+    ttft_p90 = max(steady_p90, ttft)  # no burst: the steady state's p90 (run_ttft_p90)
     if closed:
         bursts = burst_ttfts_ms(
             model,
@@ -1035,7 +1021,7 @@ def estimate_disaggregated(
         queued = _queued_wait(clients, admitted, lam) + unplaced
     ttft += queued
     steady_p90 = _wait_p90(wait, rho) + s_p90 + transfer + queued
-    ttft_p90 = run_ttft_p90(np.empty(0), 0.0, ttft, steady_p90)
+    ttft_p90 = max(steady_p90, ttft)  # no burst: the steady state's p90 (run_ttft_p90)
     if workload.concurrency is not None:
         # a burst of N: each prefill rank serves its share one request after another
         n_p = workload.concurrency / p_ranks
