@@ -246,8 +246,6 @@ def _replay(
         trace = trace.scale_time(time_scale)
     if rate_scale != 1.0:
         trace = trace.scale_rate(rate_scale)
-    if len(trace) == 0:
-        raise ValueError(f"trace {trace_name!r} has no requests to replay")
 
     deployment = Deployment(
         model=model, system=system, tp=tp, pp=pp, ep=ep, dtype=dtype, backend=backend

@@ -128,7 +128,11 @@ def test_replay_configs_matches_a_direct_cluster_run_on_the_same_seed():
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"replicas": 0}, "replicas must be >= 1"), ({"configs": {}}, "at least one")],
+    [
+        ({"replicas": 0}, "replicas must be >= 1"),
+        ({"configs": {}}, "at least one"),
+        ({"trace": "empty"}, "has no requests to replay"),
+    ],
 )
 def test_replay_configs_rejects_bad_arguments(kwargs, message):
     from simulator import Deployment, EngineConfig, load_trace, replay_configs
@@ -139,5 +143,7 @@ def test_replay_configs_rejects_bad_arguments(kwargs, message):
         "configs": {"d": EngineConfig()},
         **kwargs,
     }
+    if args["trace"] == "empty":
+        args["trace"] = load_trace("azure-conv").head(0)
     with pytest.raises(ValueError, match=message):
         replay_configs(**args)
